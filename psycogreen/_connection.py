@@ -1,0 +1,265 @@
+"""The connection and cursor classes that ``psycopg2.connect()`` returns once patched.
+
+They subclass whatever the user asked for (``connection_factory``/``cursor_factory``, e.g.
+``DictConnection`` or ``RealDictCursor``), so ``isinstance`` checks and custom methods keep working.
+They add three things around every method that may wait on the server:
+
+- *concurrent use*: a second greenlet/task on the same OS thread entering while another is inside
+  gets :class:`~psycogreen.errors.ConcurrentUseError` at once (psycopg2 would answer with a cryptic
+  "asynchronous query is underway" or hang); threads remain serialised by psycopg2 as before;
+- *interrupt delivery*: the wait callback parks an interrupt (gevent.Timeout, kill, Ctrl-C, a
+  ``timeout()`` deadline) on the connection after cancelling the statement on the server, so that
+  psycopg2 does not close the connection; the wrapper re-raises it here, unchanged;
+- ``cancel()`` that does not freeze the hub.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional
+
+import psycopg2
+import psycopg2.extensions as ext
+
+from .errors import ConcurrentUseError, QueryTimeout
+
+try:
+    from greenlet import getcurrent as _getcurrent
+except ImportError:  # pragma: no cover
+    _getcurrent = threading.current_thread  # type: ignore[assignment]
+
+
+def _thread_of(g: Any) -> Any:
+    """The OS thread a greenlet belongs to, as its root greenlet (``threading.get_ident`` is
+    per-greenlet once gevent/eventlet monkey-patch, so it cannot tell threads apart)."""
+    parent = getattr(g, "parent", None)
+    while parent is not None:
+        g, parent = parent, parent.parent
+    return g
+
+__all__ = ["GreenConnectionMixin", "GreenCursorMixin", "green_connection_class", "green_cursor_class"]
+
+
+def _enter(conn: Any) -> bool:
+    """Mark ``conn`` as used by the caller; False when another OS thread holds it (psycopg2
+    serialises threads itself, so nothing is tracked for this call)."""
+    me = _getcurrent()
+    owner = conn._pg_owner
+    if owner is None:
+        conn._pg_owner = me
+        conn._pg_thread = _thread_of(me)
+        conn._pg_depth = 1
+        conn._pg_pending = None
+        return True
+    if owner is me:
+        conn._pg_depth += 1
+        return True
+    if conn._pg_thread is not _thread_of(me):
+        return False
+    raise ConcurrentUseError(
+        f"connection is already in use by {owner!r}; a connection carries one conversation at a "
+        "time: use one connection per greenlet/task, or a pool (psycogreen.pool.ConnectionPool)"
+    )
+
+
+def _leave(conn: Any, entered: bool, error: Optional[BaseException] = None) -> None:
+    """Undo :func:`_enter`; raise an interrupt the wait callback parked during the call."""
+    if not entered:
+        return
+    conn._pg_depth -= 1
+    if conn._pg_depth:
+        return
+    conn._pg_owner = None
+    pending = conn._pg_pending
+    if pending is not None:
+        conn._pg_pending = None
+        if isinstance(pending, QueryTimeout) and error is not None and error is not pending:
+            raise pending from error
+        raise pending
+
+
+class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
+    """Sits between a user's connection class and psycopg2's C class in the MRO.
+
+    ``green_connection_class(DictConnection)`` is ``class (DictConnection, GreenConnectionMixin)``,
+    whose MRO is DictConnection -> GreenConnectionMixin -> connection: the user's overrides run
+    first and their ``super()`` calls land here, right before the C implementation. No ``__slots__``
+    entries, so it adds nothing to the C layout and combines with C subclasses such as
+    ``ReplicationConnection``.
+    """
+
+    __slots__ = ()
+
+    _pg_owner: Any = None
+    _pg_thread: Any = None
+    _pg_depth: int = 0
+    _pg_pending: Optional[BaseException] = None
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        factory = kwargs.get("cursor_factory") or self.cursor_factory
+        named = bool(args[0] if args else kwargs.get("name"))
+        kwargs["cursor_factory"] = green_cursor_class(factory or ext.cursor, named)
+        return super().cursor(*args, **kwargs)
+
+    def commit(self) -> None:
+        entered = _enter(self)
+        try:
+            super().commit()
+        except BaseException as e:
+            _leave(self, entered, e)
+            raise
+        _leave(self, entered)
+
+    def rollback(self) -> None:
+        entered = _enter(self)
+        try:
+            super().rollback()
+        except BaseException as e:
+            _leave(self, entered, e)
+            raise
+        _leave(self, entered)
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        entered = _enter(self)
+        try:
+            rv = super().__exit__(*exc_info)
+        except BaseException as e:
+            _leave(self, entered, e)
+            raise
+        _leave(self, entered)
+        return rv
+
+    def cancel(self) -> None:
+        """Cancel the running statement without blocking the hub (psycopg2's holds the GIL in
+        ``PQcancel``). May be called from any greenlet, which is its point."""
+        from . import _wait
+
+        if self.closed:
+            raise psycopg2.InterfaceError("connection already closed")
+        _wait.cancel(self)
+
+    def close(self) -> None:
+        from . import _wait
+
+        if not self.closed:
+            try:
+                fd = self.fileno()
+            except psycopg2.Error:
+                fd = -1
+            if fd >= 0 and _wait.state.waiter is not None:
+                _wait.state.waiter.forget_fd(fd)
+        super().close()
+
+
+def _install_guards(owner: type, names: tuple[str, ...]) -> None:
+    """Give ``owner`` methods that run the next class's method of the same name inside
+    :func:`_enter`/:func:`_leave` on the connection (for the less hot methods)."""
+    for name in names:
+
+        def method(self: Any, *args: Any, __name: str = name, **kwargs: Any) -> Any:
+            conn = self if isinstance(self, GreenConnectionMixin) else self.connection
+            entered = _enter(conn)
+            try:
+                rv = getattr(super(owner, self), __name)(*args, **kwargs)
+            except BaseException as e:
+                _leave(conn, entered, e)
+                raise
+            _leave(conn, entered)
+            return rv
+
+        method.__name__ = method.__qualname__ = name
+        setattr(owner, name, method)
+
+
+_install_guards(
+    GreenConnectionMixin,
+    (
+        "reset",
+        "set_session",
+        "set_isolation_level",
+        "set_client_encoding",
+        "tpc_begin",
+        "tpc_prepare",
+        "tpc_commit",
+        "tpc_rollback",
+        "tpc_recover",
+    ),
+)
+
+
+class GreenCursorMixin(ext.cursor):  # type: ignore[misc]
+    """Guards the cursor methods that talk to the server (placed like GreenConnectionMixin)."""
+
+    __slots__ = ()
+
+    def execute(self, query: Any, vars: Any = None) -> None:
+        conn = self.connection
+        entered = _enter(conn)
+        try:
+            super().execute(query, vars)
+        except BaseException as e:
+            _leave(conn, entered, e)
+            raise
+        _leave(conn, entered)
+
+
+_install_guards(GreenCursorMixin, ("executemany", "callproc"))
+
+
+class GreenNamedCursorMixin(GreenCursorMixin):
+    """Named (server-side) cursors also talk to the server when fetching, scrolling and closing."""
+
+    __slots__ = ()
+
+    def __next__(self) -> Any:
+        conn = self.connection
+        entered = _enter(conn)
+        try:
+            rv = super().__next__()
+        except BaseException as e:
+            _leave(conn, entered, e)
+            raise
+        _leave(conn, entered)
+        return rv
+
+    def __iter__(self) -> Any:
+        return self
+
+
+_install_guards(GreenNamedCursorMixin, ("fetchone", "fetchmany", "fetchall", "scroll", "close"))
+
+
+_conn_classes: dict[Any, type] = {}
+_cursor_classes: dict[tuple[Any, bool], type] = {}
+
+
+def green_connection_class(base: Any) -> Any:
+    """A psycogreen subclass of the connection class ``base`` (cached; idempotent)."""
+    if not isinstance(base, type) or not issubclass(base, ext.connection):
+        return base  # a plain factory callable: used as given
+    if issubclass(base, GreenConnectionMixin):
+        return base
+    klass = _conn_classes.get(base)
+    if klass is None:
+        bases = (GreenConnectionMixin,) if base is ext.connection else (base, GreenConnectionMixin)
+        klass = type(base.__name__, bases, {"__module__": base.__module__})
+        klass.__doc__ = base.__doc__
+        _conn_classes[base] = klass
+    return klass
+
+
+def green_cursor_class(base: Any, named: bool = False) -> Any:
+    """A psycogreen subclass of the cursor class ``base`` (cached)."""
+    if not isinstance(base, type) or not issubclass(base, ext.cursor):
+        return base
+    mixin = GreenNamedCursorMixin if named else GreenCursorMixin
+    if issubclass(base, mixin):
+        return base
+    key = (base, named)
+    klass = _cursor_classes.get(key)
+    if klass is None:
+        bases = (mixin,) if base is ext.cursor else (base, mixin)
+        klass = type(base.__name__, bases, {"__module__": base.__module__})
+        klass.__doc__ = base.__doc__
+        _cursor_classes[key] = klass
+    return klass

@@ -1,0 +1,64 @@
+"""Deadlines that follow the current greenlet/task: ``psycogreen.timeout()`` and connect deadlines.
+
+Both live in ``contextvars``: gevent, eventlet (greenlet >= 1.0) and asyncio tasks each have their own
+context, so a deadline set in one greenlet never leaks into another, and threads are separate too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from contextvars import ContextVar
+from typing import Iterator, NamedTuple, Optional
+
+__all__ = ["ConnectDeadline", "timeout"]
+
+#: (absolute monotonic deadline, seconds asked for) of the tightest enclosing ``timeout()``.
+_op_deadline: ContextVar[Optional[tuple[float, float]]] = ContextVar(
+    "psycogreen_timeout", default=None
+)
+
+
+class ConnectDeadline(NamedTuple):
+    """Set while psycogreen connects to one host address, read by the wait callback."""
+
+    deadline: Optional[float]
+    target: str  # how libpq names the server in its messages, e.g. 'server at "h", port 5432'
+
+
+_connecting: ContextVar[Optional[ConnectDeadline]] = ContextVar("psycogreen_connect", default=None)
+
+#: How long to wait, after a deadline or an interrupt, for the server to confirm the cancel before
+#: giving up on the connection (closing it). A healthy server answers in milliseconds.
+DEFAULT_CANCEL_GRACE = 5.0
+
+
+@contextlib.contextmanager
+def timeout(seconds: float) -> Iterator[None]:
+    """Bound every psycopg2 operation in this block (in this greenlet/task) to ``seconds``.
+
+    The deadline is absolute: several queries inside the block share it. Nested blocks keep the
+    tightest deadline. On expiry the running statement is cancelled on the server and
+    :class:`psycogreen.errors.QueryTimeout` (a ``QueryCanceledError``) is raised; the connection stays
+    usable (roll back first if a transaction was open). Connecting inside the block is bounded too.
+    """
+    if seconds is None or seconds != seconds or seconds < 0:
+        raise ValueError(
+            f"psycogreen.timeout() needs a number of seconds >= 0, got {seconds!r}; "
+            "use a larger value or no timeout() block for no deadline"
+        )
+    deadline = time.monotonic() + float(seconds)
+    outer = _op_deadline.get()
+    if outer is not None and outer[0] <= deadline:
+        yield
+        return
+    token = _op_deadline.set((deadline, float(seconds)))
+    try:
+        yield
+    finally:
+        _op_deadline.reset(token)
+
+
+def current() -> Optional[tuple[float, float]]:
+    """The tightest ``timeout()`` deadline in force here, as (monotonic deadline, seconds)."""
+    return _op_deadline.get()

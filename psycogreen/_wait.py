@@ -1,0 +1,272 @@
+"""The one wait loop: drives ``_core`` generators through the current waiter.
+
+It owns the two things that must be written once: *deadlines* (``psycogreen.timeout()`` and connect
+deadlines) and *interruption* (``gevent.Timeout``, ``GreenletExit``, ``eventlet.Timeout``,
+``KeyboardInterrupt``, task cancellation). On either, the statement is cancelled on the server, the
+generator is drained until libpq is idle again, and only then is the exception delivered — so the
+server never keeps running a query nobody waits for, and the connection survives.
+
+psycopg2 closes a connection whenever its wait callback raises. So for connections of psycogreen's
+connection classes, the callback does *not* raise: it parks the exception on the connection and
+returns; psycopg2 then sees the server's "canceling statement due to user request" (or a normal
+result if the query won the race), and the connection method wrapper raises the parked exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Optional
+
+import psycopg2
+
+from . import _deadline, _libpq
+from ._core import PQGen, RV
+from ._core.generators import cancel_blocking, cancel_nonblocking, poll_conn
+from ._waiters import Waiter
+
+try:
+    from greenlet import getcurrent as _getcurrent
+except ImportError:  # pragma: no cover - greenlet ships with gevent and eventlet
+    _getcurrent = None  # type: ignore[assignment]
+
+logger = logging.getLogger("psycogreen")
+
+_monotonic = time.monotonic
+
+
+class _State:
+    """The process-wide choice made by ``patch()``."""
+
+    waiter: Optional[Waiter] = None
+    cancel_grace: float = _deadline.DEFAULT_CANCEL_GRACE
+
+
+state = _State()
+
+
+def current_waiter() -> Waiter:
+    """The waiter for the running context: a bridge greenlet carries its own, else the patched one."""
+    if _getcurrent is not None:
+        w = getattr(_getcurrent(), "psycogreen_waiter", None)
+        if w is not None:
+            return w  # type: ignore[no-any-return]
+    w = state.waiter
+    if w is None:
+        from ._waiters.blocking import BlockingWaiter
+
+        w = state.waiter = BlockingWaiter()
+    return w
+
+
+class Control:
+    """Shared between a driver and the generator it drives.
+
+    ``interrupt`` is set to the exception that stopped waiting, so a generator that can abort more
+    cleverly than a server-side cancel (COPY FROM STDIN ends the copy with an error) can see it.
+    """
+
+    __slots__ = ("interrupt",)
+
+    def __init__(self) -> None:
+        self.interrupt: Optional[BaseException] = None
+
+
+def deadline_error(seconds: float) -> BaseException:
+    from .errors import QueryTimeout
+
+    return QueryTimeout(
+        f"the operation did not complete within the {seconds:g} s deadline set by "
+        "psycogreen.timeout() and was cancelled on the server; the connection is still usable "
+        "(roll back if a transaction was open); raise the timeout if the work needs longer"
+    )
+
+
+def drive(
+    gen: PQGen[RV],
+    conn: Any = None,
+    *,
+    control: Optional[Control] = None,
+    on_interrupt: Optional[Callable[[], None]] = None,
+    keep: bool = False,
+    waiter: Optional[Waiter] = None,
+) -> RV:
+    """Run ``gen`` to completion, waiting cooperatively; return its value.
+
+    On an interrupt or an expired ``timeout()`` deadline: cancel on the server (``on_interrupt``, by
+    default a non-blocking cancel of ``conn``), drain ``gen`` within the cancel grace period, then
+    raise the exception — or, with ``keep=True``, park it on ``conn`` and return normally (see the
+    module docstring).
+    """
+    if waiter is None:
+        waiter = current_waiter()
+    wait_fd = waiter.wait_fd
+    limit = _deadline._op_deadline.get()
+    try:
+        fd, events = next(gen)
+        if limit is None:
+            while True:
+                ready = wait_fd(fd, events)
+                fd, events = gen.send(ready)
+        else:
+            deadline = limit[0]
+            while True:
+                remaining = deadline - _monotonic()
+                ready = wait_fd(fd, events, remaining) if remaining > 0 else 0
+                if not ready:
+                    raise deadline_error(limit[1])
+                fd, events = gen.send(ready)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    except BaseException as exc:  # noqa: BLE001 - an interrupt of any kind
+        if isinstance(exc, psycopg2.Error) and not _is_timeout(exc):
+            raise  # the conversation itself failed: nothing to cancel
+        return _interrupted(gen, conn, exc, waiter, control, on_interrupt, keep, fd, events)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    from .errors import QueryTimeout
+
+    return isinstance(exc, QueryTimeout)
+
+
+def _interrupted(
+    gen: PQGen[Any],
+    conn: Any,
+    exc: BaseException,
+    waiter: Waiter,
+    control: Optional[Control],
+    on_interrupt: Optional[Callable[[], None]],
+    keep: bool,
+    fd: int,
+    events: int,
+) -> Any:
+    grace_end = _monotonic() + state.cancel_grace
+    if control is not None:
+        control.interrupt = exc
+    logger.debug("interrupted by %r: cancelling on the server", exc)
+    try:
+        if on_interrupt is not None:
+            on_interrupt()
+        elif conn is not None:
+            cancel(conn, waiter, grace_end)
+        # Drain: let libpq read the outcome so the connection is idle again.
+        while True:
+            remaining = grace_end - _monotonic()
+            if remaining <= 0:
+                raise _GraceExpired()
+            try:
+                ready = waiter.wait_fd(fd, events, remaining, True)
+            except BaseException:  # noqa: BLE001 - a second interrupt while draining: keep draining
+                continue
+            if ready:
+                fd, events = gen.send(ready)
+    except StopIteration:
+        pass
+    except _GraceExpired:
+        logger.warning(
+            "the server did not confirm the cancel within %.1f s after %r; closing the connection",
+            state.cancel_grace,
+            exc,
+        )
+        gen.close()
+        _close_quietly(conn)
+        raise exc from None
+    except psycopg2.Error:
+        pass  # the drained conversation failed (e.g. the connection broke): psycopg2 will say so
+    if keep:
+        conn._pg_pending = exc
+        return None
+    raise exc
+
+
+class _GraceExpired(Exception):
+    pass
+
+
+def _close_quietly(conn: Any) -> None:
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def cancel(conn: Any, waiter: Optional[Waiter] = None, deadline: Optional[float] = None) -> None:
+    """Cancel the statement running on ``conn`` without blocking the hub/loop.
+
+    libpq >= 17: the non-blocking cancel protocol, driven by the waiter. Older libpq: the blocking
+    ``PQcancel`` in the framework's native thread pool, with the GIL released.
+    """
+    if waiter is None:
+        waiter = current_waiter()
+    try:
+        ptr = _libpq.pgconn(conn)
+    except psycopg2.Error:
+        return
+    if _libpq.HAS_NONBLOCKING_CANCEL:
+        gen = cancel_nonblocking(ptr)
+        try:
+            fd, events = next(gen)
+            while True:
+                remaining = None if deadline is None else deadline - _monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise psycopg2.OperationalError("cancel request timed out")
+                try:
+                    ready = waiter.wait_fd(fd, events, remaining, True)
+                except BaseException:  # noqa: BLE001 - shielded: finish sending the cancel
+                    continue
+                if ready:
+                    fd, events = gen.send(ready)
+        except StopIteration:
+            return
+        finally:
+            gen.close()
+    else:
+        try:
+            waiter.run_in_thread(cancel_blocking, ptr)
+        except psycopg2.Error:
+            raise
+        except BaseException as e:  # noqa: BLE001
+            logger.debug("interrupted while sending a cancel: %r", e)
+
+
+def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
+    """The process-wide psycopg2 wait callback installed by ``psycogreen.patch()``.
+
+    While connecting it enforces the connect deadline; otherwise it drives ``conn.poll()`` through
+    :func:`drive`, parking interrupts on psycogreen connections inside a guarded call.
+    """
+    connecting = _deadline._connecting.get()
+    if connecting is not None:
+        _connect_wait(conn, connecting, waiter or current_waiter())
+        return
+    drive(poll_conn(conn), conn, keep=getattr(conn, "_pg_depth", 0) > 0, waiter=waiter)
+
+
+def _connect_wait(conn: Any, connecting: _deadline.ConnectDeadline, waiter: Waiter) -> None:
+    """Wait while connecting: no cancel is possible, so an interrupt just aborts (psycopg2 then
+    closes the half-open connection). The deadline is the earlier of connect_timeout and timeout()."""
+    deadline = connecting.deadline
+    limit = _deadline._op_deadline.get()
+    expired: BaseException
+    if limit is not None and (deadline is None or limit[0] < deadline):
+        deadline = limit[0]
+        expired = deadline_error(limit[1])
+    else:
+        expired = psycopg2.OperationalError(f"connection to {connecting.target} failed: timeout expired\n")
+    gen = poll_conn(conn)
+    try:
+        fd, events = next(gen)
+        while True:
+            if deadline is None:
+                ready = waiter.wait_fd(fd, events)
+            else:
+                remaining = deadline - _monotonic()
+                ready = waiter.wait_fd(fd, events, remaining) if remaining > 0 else 0
+                if not ready:
+                    raise expired
+            fd, events = gen.send(ready)
+    except StopIteration:
+        return

@@ -1,0 +1,72 @@
+"""eventlet: register a listener on the hub and switch to it, without ``trampoline``'s extras.
+
+eventlet's hubs have no reusable watchers (listeners are added and removed per wait), so the saving
+here is skipping ``trampoline()``'s Timeout object and keyword handling on the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, TypeVar
+
+import eventlet
+import eventlet.event
+import eventlet.semaphore
+import eventlet.tpool
+from eventlet.hubs import get_hub
+from greenlet import getcurrent
+
+from .._core import READ
+
+T = TypeVar("T")
+
+
+class EventletWaiter:
+    name = "eventlet"
+
+    def wait_fd(
+        self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False
+    ) -> int:
+        hub = get_hub()
+        current = getcurrent()
+        kind = hub.READ if events & READ else hub.WRITE
+        timer = None
+        if timeout is not None:
+            timer = hub.schedule_call_global(max(timeout, 0.0), current.switch, 0)
+        listener = hub.add(kind, fd, lambda _fd: current.switch(events), current.throw, None)
+        try:
+            return hub.switch()  # type: ignore[no-any-return]
+        finally:
+            hub.remove(listener)
+            if timer is not None:
+                timer.cancel()
+
+    def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return eventlet.tpool.execute(fn, *args)  # type: ignore[no-any-return]
+
+    def getaddrinfo(self, host: str, port: Any, *args: Any) -> list[Any]:
+        from eventlet.green import socket as gsocket
+
+        return gsocket.getaddrinfo(host, port, *args)  # type: ignore[no-any-return]
+
+    def current(self) -> object:
+        return getcurrent()
+
+    def sleep(self, seconds: float) -> None:
+        eventlet.sleep(seconds)
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return eventlet.spawn(fn, *args)
+
+    def Event(self) -> Any:
+        from eventlet.green import threading as gthreading
+
+        return gthreading.Event()
+
+    def Lock(self) -> Any:
+        from eventlet.green import threading as gthreading
+
+        return gthreading.RLock()
+
+    def forget_fd(self, fd: int) -> None:
+        pass
+

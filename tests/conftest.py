@@ -1,0 +1,82 @@
+"""Shared test fixtures.
+
+Monkey-patching is process-wide, so scenarios that need gevent or eventlet run as scripts in
+``tests/scripts/`` in a subprocess: ``run_script("name.py", "gevent")`` returns the JSON object the
+script prints on its last line (see ``tests/scripts/kit.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import psycopg2
+import pytest
+
+import psycogreen
+
+SCRIPTS = Path(__file__).parent / "scripts"
+FRAMEWORKS = ["gevent", "eventlet", "threads"]
+
+
+@pytest.fixture(scope="session")
+def dsn(psycogreen_dsn: str) -> str:
+    return psycogreen_dsn
+
+
+@pytest.fixture
+def run_script(dsn: str) -> Callable[..., Any]:
+    def run(name: str, *args: str, timeout: float = 240, env: dict[str, str] | None = None) -> Any:
+        full_env = dict(os.environ, PSYCOGREEN_TEST_DSN=dsn, PYTHONPATH=str(SCRIPTS))
+        full_env.update(env or {})
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPTS / name), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+        )
+        if proc.returncode != 0:
+            pytest.fail(
+                f"{name} {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout}"
+                f"\n--- stderr\n{proc.stderr[-6000:]}"
+            )
+        lines = proc.stdout.strip().splitlines()
+        assert lines, f"{name} printed nothing; stderr:\n{proc.stderr[-4000:]}"
+        return json.loads(lines[-1])
+
+    return run
+
+
+@pytest.fixture
+def threads_patched() -> Iterator[str]:
+    """psycogreen patched for plain threads in this (pytest) process; unpatched afterwards."""
+    name = psycogreen.patch("threads")
+    try:
+        yield name
+    finally:
+        psycogreen.unpatch()
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[Any]:
+    c = psycopg2.connect(dsn)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def monitor(dsn: str) -> Iterator[Any]:
+    """An unpatched autocommit connection to look at pg_stat_activity from the side."""
+    c = psycopg2.connect(dsn)
+    c.autocommit = True
+    try:
+        yield c
+    finally:
+        c.close()

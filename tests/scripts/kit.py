@@ -1,0 +1,156 @@
+"""Scenario kit: import first in a test script; argv[1] names the framework.
+
+It monkey-patches (gevent/eventlet) *before* anything else is imported, calls psycogreen.patch, and
+offers the same few helpers under every framework so one script tests all three:
+``spawn``, ``sleep``, ``joinall``, ``Timeout`` (the framework's own), ``Ticker`` (measures the
+largest gap between ticks: proof that the hub kept running), ``DSN``, ``monitor()`` and ``emit()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+FRAMEWORK = sys.argv[1] if len(sys.argv) > 1 else "gevent"
+
+if FRAMEWORK == "gevent":
+    from gevent import monkey
+
+    monkey.patch_all()
+    import gevent
+
+    def spawn(fn: Callable[..., Any], *args: Any) -> Any:
+        return gevent.spawn(fn, *args)
+
+    def sleep(s: float) -> None:
+        gevent.sleep(s)
+
+    def joinall(gs: list[Any], timeout: float | None = None) -> None:
+        gevent.joinall(gs, timeout=timeout)
+
+    def result(g: Any) -> Any:
+        return g.get()
+
+    def kill(g: Any) -> None:
+        g.kill()
+
+    Timeout: Any = gevent.Timeout
+elif FRAMEWORK == "eventlet":
+    import eventlet
+
+    eventlet.monkey_patch()
+
+    def spawn(fn: Callable[..., Any], *args: Any) -> Any:
+        return eventlet.spawn(fn, *args)
+
+    def sleep(s: float) -> None:
+        eventlet.sleep(s)
+
+    def joinall(gs: list[Any], timeout: float | None = None) -> None:
+        for g in gs:
+            try:
+                g.wait()
+            except BaseException:
+                pass
+
+    def result(g: Any) -> Any:
+        return g.wait()
+
+    def kill(g: Any) -> None:
+        g.kill()
+
+    Timeout = eventlet.Timeout
+else:
+    import threading
+
+    class _T:
+        def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+            self.value: Any = None
+            self.exc: BaseException | None = None
+
+            def run() -> None:
+                try:
+                    self.value = fn(*args)
+                except BaseException as e:
+                    self.exc = e
+
+            self.t = threading.Thread(target=run, daemon=True)
+            self.t.start()
+
+    def spawn(fn: Callable[..., Any], *args: Any) -> Any:
+        return _T(fn, *args)
+
+    def sleep(s: float) -> None:
+        time.sleep(s)
+
+    def joinall(gs: list[Any], timeout: float | None = None) -> None:
+        for g in gs:
+            g.t.join(timeout)
+
+    def result(g: Any) -> Any:
+        g.t.join()
+        if g.exc:
+            raise g.exc
+        return g.value
+
+    def kill(g: Any) -> None:
+        raise NotImplementedError("threads cannot be killed")
+
+    Timeout = None
+
+import psycopg2  # noqa: E402
+
+import psycogreen  # noqa: E402
+
+PATCHED = psycogreen.patch(FRAMEWORK if FRAMEWORK != "threads" else "threads")
+DSN = os.environ["PSYCOGREEN_TEST_DSN"]
+
+
+class Ticker:
+    """Ticks every ``interval`` seconds in its own greenlet; ``max_gap`` is the worst stall seen."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.max_gap = 0.0
+        self.ticks = 0
+        self._stop = False
+        self._g = spawn(self._run)
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop:
+            sleep(self.interval)
+            now = time.monotonic()
+            self.max_gap = max(self.max_gap, now - last)
+            self.ticks += 1
+            last = now
+
+    def stop(self) -> float:
+        self._stop = True
+        sleep(self.interval * 2)
+        return self.max_gap
+
+
+def monitor() -> Any:
+    """An autocommit connection for looking at pg_stat_activity."""
+    c = psycopg2.connect(DSN)
+    c.autocommit = True
+    return c
+
+
+def running(mon: Any, pattern: str) -> int:
+    cur = mon.cursor()
+    cur.execute(
+        "select count(*) from pg_stat_activity where state = 'active' and query like %s "
+        "and pid <> pg_backend_pid()",
+        (pattern,),
+    )
+    n: int = cur.fetchone()[0]
+    return n
+
+
+def emit(**data: Any) -> None:
+    print(json.dumps(data), flush=True)
