@@ -84,7 +84,11 @@ def plan(params: dict[str, str], resolve: Callable[..., list[Any]]) -> Optional[
             f"could not match {len(ports)} port numbers to {count} hosts"
         )
     simple = count == 1 and (
-        bool(addrs and addrs[0]) or not hosts or not hosts[0] or _is_socket_dir(hosts[0]) or _is_ip(hosts[0])
+        bool(addrs and addrs[0])
+        or not hosts
+        or not hosts[0]
+        or _is_socket_dir(hosts[0])
+        or _is_ip(hosts[0])
     )
     if simple and timeout is None:
         return None

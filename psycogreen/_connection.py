@@ -37,7 +37,13 @@ def _thread_of(g: Any) -> Any:
         g, parent = parent, parent.parent
     return g
 
-__all__ = ["GreenConnectionMixin", "GreenCursorMixin", "green_connection_class", "green_cursor_class"]
+
+__all__ = [
+    "GreenConnectionMixin",
+    "GreenCursorMixin",
+    "green_connection_class",
+    "green_cursor_class",
+]
 
 
 def _enter(conn: Any) -> bool:

@@ -31,7 +31,7 @@ def _require_wait_callback() -> None:
     if not hasattr(psycopg2.extensions, "set_wait_callback"):
         raise ImportError(
             "support for coroutines available only from psycopg2 2.2; "
-            f"this psycopg2 is {psycopg2.__version__}: upgrade psycopg2 (pip install -U psycopg2)"
+            f"this psycopg2 is {getattr(psycopg2, '__version__', '?')}: upgrade psycopg2 (pip install -U psycopg2)"
         )
 
 
@@ -102,7 +102,7 @@ def patch(framework: Optional[str] = None) -> str:
         if _original_connect is None:
             from . import _connect
 
-            _original_connect = psycopg2._connect
+            _original_connect = psycopg2._connect  # type: ignore[attr-defined]
             psycopg2._connect = functools.partial(_connect.connect, _original_connect)  # type: ignore[attr-defined]
         _active = name
         return name

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 import psycopg2
 
 from . import _deadline, _libpq
-from ._core import PQGen, RV
+from ._core import RV, PQGen
 from ._core.generators import cancel_blocking, cancel_nonblocking, poll_conn
 from ._waiters import Waiter
 
@@ -117,7 +117,8 @@ def drive(
                     raise deadline_error(limit[1])
                 fd, events = gen.send(ready)
     except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        rv: RV = stop.value
+        return rv
     except BaseException as exc:  # noqa: BLE001 - an interrupt of any kind
         if isinstance(exc, psycopg2.Error) and not _is_timeout(exc):
             raise  # the conversation itself failed: nothing to cancel
@@ -255,7 +256,9 @@ def _connect_wait(conn: Any, connecting: _deadline.ConnectDeadline, waiter: Wait
         deadline = limit[0]
         expired = deadline_error(limit[1])
     else:
-        expired = psycopg2.OperationalError(f"connection to {connecting.target} failed: timeout expired\n")
+        expired = psycopg2.OperationalError(
+            f"connection to {connecting.target} failed: timeout expired\n"
+        )
     gen = poll_conn(conn)
     try:
         fd, events = next(gen)

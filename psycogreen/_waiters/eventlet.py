@@ -69,4 +69,3 @@ class EventletWaiter:
 
     def forget_fd(self, fd: int) -> None:
         pass
-

@@ -20,7 +20,6 @@ import struct
 import threading
 
 
-
 class FaultProxy:
     def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
         self.upstream = (upstream_host, upstream_port)
@@ -121,10 +120,8 @@ class FaultProxy:
                 except OSError:
                     pass
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-

@@ -123,8 +123,16 @@ class PostgresServer:
             os.chmod(self.base, 0o755)
         try:
             self._run(
-                os.path.join(self.bindir, "initdb"), "-D", self.datadir, "-U", "postgres",
-                "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync",
+                os.path.join(self.bindir, "initdb"),
+                "-D",
+                self.datadir,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
             )
         except subprocess.CalledProcessError as e:
             raise RuntimeError(f"initdb failed:\n{e.stdout}\n{e.stderr}") from None
@@ -134,12 +142,20 @@ class PostgresServer:
             f.write(_HBA)
         self._initialised = True
 
-    def start(self, timeout: float = 30.0) -> "PostgresServer":
+    def start(self, timeout: float = 30.0) -> PostgresServer:
         if not self._initialised:
             self._init()
         r = self._run(
-            os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-l", self.logfile,
-            "-w", "-t", str(int(timeout)), "start", check=False,
+            os.path.join(self.bindir, "pg_ctl"),
+            "-D",
+            self.datadir,
+            "-l",
+            self.logfile,
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+            check=False,
         )
         if r.returncode != 0:
             raise RuntimeError(
@@ -151,7 +167,13 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         if os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
             self._run(
-                os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m", mode, "-w", "stop",
+                os.path.join(self.bindir, "pg_ctl"),
+                "-D",
+                self.datadir,
+                "-m",
+                mode,
+                "-w",
+                "stop",
                 check=False,
             )
 
@@ -183,7 +205,7 @@ class PostgresServer:
                     raise
                 time.sleep(0.1)
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -50,7 +50,7 @@ def psycogreen_dsn(psycogreen_server: Optional[PostgresServer]) -> str:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     if report.failed and _server is not None:
         report.sections.append(("PostgreSQL server log (tail)", _server.log_tail()))

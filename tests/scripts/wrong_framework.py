@@ -1,6 +1,7 @@
 """gevent's patch in a process monkey-patched by eventlet: a clear error, not a hang."""
 
 import kit
+
 import psycogreen
 import psycogreen.gevent
 
