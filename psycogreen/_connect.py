@@ -80,15 +80,9 @@ def plan(params: dict[str, str], resolve: Callable[..., list[Any]]) -> Optional[
             f"could not match {len(hosts)} host names to {len(addrs)} hostaddr values"
         )
     if len(ports) > 1 and len(ports) != count:
-        raise psycopg2.OperationalError(
-            f"could not match {len(ports)} port numbers to {count} hosts"
-        )
+        raise psycopg2.OperationalError(f"could not match {len(ports)} port numbers to {count} hosts")
     simple = count == 1 and (
-        bool(addrs and addrs[0])
-        or not hosts
-        or not hosts[0]
-        or _is_socket_dir(hosts[0])
-        or _is_ip(hosts[0])
+        bool(addrs and addrs[0]) or not hosts or not hosts[0] or _is_socket_dir(hosts[0]) or _is_ip(hosts[0])
     )
     if simple and timeout is None:
         return None
@@ -114,9 +108,7 @@ def plan(params: dict[str, str], resolve: Callable[..., list[Any]]) -> Optional[
         try:
             infos = resolve(host, port, 0, socket.SOCK_STREAM)
         except OSError as e:
-            attempts.append(
-                Attempt({}, f'could not translate host name "{host}" to address: {e.args[-1]}')
-            )
+            attempts.append(Attempt({}, f'could not translate host name "{host}" to address: {e.args[-1]}'))
             continue
         seen: list[str] = []
         for info in infos:

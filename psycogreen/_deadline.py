@@ -14,9 +14,7 @@ from typing import Iterator, NamedTuple, Optional
 __all__ = ["ConnectDeadline", "timeout"]
 
 #: (absolute monotonic deadline, seconds asked for) of the tightest enclosing ``timeout()``.
-_op_deadline: ContextVar[Optional[tuple[float, float]]] = ContextVar(
-    "psycogreen_timeout", default=None
-)
+_op_deadline: ContextVar[Optional[tuple[float, float]]] = ContextVar("psycogreen_timeout", default=None)
 
 
 class ConnectDeadline(NamedTuple):

@@ -122,7 +122,8 @@ def drive(
     except BaseException as exc:  # noqa: BLE001 - an interrupt of any kind
         if isinstance(exc, psycopg2.Error) and not _is_timeout(exc):
             raise  # the conversation itself failed: nothing to cancel
-        return _interrupted(gen, conn, exc, waiter, control, on_interrupt, keep, fd, events)
+        late: RV = _interrupted(gen, conn, exc, waiter, control, on_interrupt, keep, fd, events)
+        return late
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -256,9 +257,7 @@ def _connect_wait(conn: Any, connecting: _deadline.ConnectDeadline, waiter: Wait
         deadline = limit[0]
         expired = deadline_error(limit[1])
     else:
-        expired = psycopg2.OperationalError(
-            f"connection to {connecting.target} failed: timeout expired\n"
-        )
+        expired = psycopg2.OperationalError(f"connection to {connecting.target} failed: timeout expired\n")
     gen = poll_conn(conn)
     try:
         fd, events = next(gen)

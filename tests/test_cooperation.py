@@ -8,9 +8,7 @@ import pytest
 
 
 @pytest.mark.parametrize("framework", ["gevent", "eventlet"])
-def test_ticker_keeps_cadence_while_queries_sleep(
-    run_script: Callable[..., Any], framework: str
-) -> None:
+def test_ticker_keeps_cadence_while_queries_sleep(run_script: Callable[..., Any], framework: str) -> None:
     out = run_script("coop.py", framework)
     assert out["patched"] == framework
     # 10 connections x 3 x pg_sleep(0.2) run concurrently: ~0.6 s, not 6 s.

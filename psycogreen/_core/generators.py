@@ -39,9 +39,7 @@ def cancel_nonblocking(pgconn_ptr: int) -> PQGen[None]:
     lib = _libpq.lib
     cconn = lib.PQcancelCreate(pgconn_ptr)
     if not cconn:
-        raise psycopg2.OperationalError(
-            "cannot cancel: out of memory creating the cancel connection"
-        )
+        raise psycopg2.OperationalError("cannot cancel: out of memory creating the cancel connection")
     try:
         if not lib.PQcancelStart(cconn):
             raise psycopg2.OperationalError(_cancel_error(cconn))

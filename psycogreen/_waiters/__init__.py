@@ -25,9 +25,7 @@ T = TypeVar("T")
 class Waiter(Protocol):
     name: str
 
-    def wait_fd(
-        self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False
-    ) -> int: ...
+    def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int: ...
 
     def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T: ...
 

@@ -25,9 +25,7 @@ _POLLERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
 class BlockingWaiter:
     name = "threads"
 
-    def wait_fd(
-        self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False
-    ) -> int:
+    def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
         mask = (_POLLIN if events & READ else 0) | (_POLLOUT if events & WRITE else 0)
         poller = select.poll()
         poller.register(fd, mask)

@@ -23,9 +23,7 @@ T = TypeVar("T")
 class EventletWaiter:
     name = "eventlet"
 
-    def wait_fd(
-        self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False
-    ) -> int:
+    def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
         hub = get_hub()
         current = getcurrent()
         kind = hub.READ if events & READ else hub.WRITE

@@ -23,9 +23,7 @@ T = TypeVar("T")
 class GeventWaiter:
     name = "gevent"
 
-    def wait_fd(
-        self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False
-    ) -> int:
+    def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
         hub = get_hub()
         try:
             cache = hub.psycogreen_watchers
