@@ -31,7 +31,8 @@ def _require_wait_callback() -> None:
     if not hasattr(psycopg2.extensions, "set_wait_callback"):
         raise ImportError(
             "support for coroutines available only from psycopg2 2.2; "
-            f"this psycopg2 is {getattr(psycopg2, '__version__', '?')}: upgrade psycopg2 (pip install -U psycopg2)"
+            f"this psycopg2 is {getattr(psycopg2, '__version__', '?')}: "
+            "upgrade psycopg2 (pip install -U psycopg2)"
         )
 
 
