@@ -269,3 +269,52 @@ def green_cursor_class(base: Any, named: bool = False) -> Any:
         klass.__doc__ = base.__doc__
         _cursor_classes[key] = klass
     return klass
+
+
+# -- COPY and large objects: psycopg2 refuses them in green mode; psycogreen.copy/lobject do them ----
+
+
+def _copy_method(name: str) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> None:
+        from . import copy as _copy
+
+        conn = self.connection
+        entered = _enter(conn)
+        try:
+            getattr(_copy, name)(self, *args, **kwargs)
+        except BaseException as e:
+            _leave(conn, entered, e)
+            raise
+        _leave(conn, entered)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"psycopg2's ``cursor.{name}``, cooperative (see :mod:`psycogreen.copy`)."
+    return method
+
+
+for _name in ("copy_expert", "copy_from", "copy_to"):
+    setattr(GreenCursorMixin, _name, _copy_method(_name))
+
+
+def _lobject(
+    self: Any,
+    oid: int = 0,
+    mode: str = "",
+    new_oid: int = 0,
+    new_file: Optional[str] = None,
+    lobject_factory: Any = None,
+) -> Any:
+    """psycopg2's ``connection.lobject``, cooperative (see :mod:`psycogreen.lobject`)."""
+    from . import lobject as _lo
+
+    entered = _enter(self)
+    try:
+        rv = _lo.open_lobject(self, oid, mode, new_oid, new_file, lobject_factory)
+    except BaseException as e:
+        _leave(self, entered, e)
+        raise
+    _leave(self, entered)
+    return rv
+
+
+GreenConnectionMixin.lobject = _lobject

@@ -1,0 +1,353 @@
+"""The COPY sub-protocol as generators, spoken through libpq on psycopg2's ``PGconn *``.
+
+psycopg2 refuses COPY when a wait callback is registered, because its implementation calls the
+blocking ``PQgetCopyData``/``PQputCopyData``. The connection is already non-blocking in green mode,
+so the same conversation can be held with libpq's asynchronous calls, yielding ``(fd, events)``
+whenever libpq would block. The generators never raise the *file's* exceptions: a file that fails
+or an interruption (seen through :class:`psycogreen._wait.Control`) ends the copy cleanly on the
+server first — COPY IN with ``PQputCopyEnd(errormsg)``, COPY OUT by a cancel and a drain — and is
+reported in the returned :class:`CopyOutcome`, so the driver never sends a stray cancel to an idle
+connection. Server errors are raised as the psycopg2 error class psycopg2 itself would raise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any, Callable, Optional
+
+import psycopg2
+import psycopg2.errors
+
+from .. import _libpq
+from . import READ, READ_WRITE, PQGen
+from .generators import cancel_nonblocking
+
+__all__ = [
+    "CopyOutcome",
+    "copy",
+    "drain_results",
+    "error_from_result",
+    "fetch_result",
+    "send_query",
+]
+
+PG_DIAG_SQLSTATE = ord("C")
+PG_DIAG_MESSAGE_PRIMARY = ord("M")
+
+#: psycopg2's fallback classes for SQLSTATEs psycopg2.errors does not know, by class (2 chars).
+_CLASS_FALLBACK: dict[str, type[psycopg2.Error]] = {
+    "0A": psycopg2.NotSupportedError,
+    "08": psycopg2.OperationalError,
+    "20": psycopg2.ProgrammingError,
+    "21": psycopg2.ProgrammingError,
+    "22": psycopg2.DataError,
+    "23": psycopg2.IntegrityError,
+    "24": psycopg2.InternalError,
+    "25": psycopg2.InternalError,
+    "26": psycopg2.InternalError,
+    "27": psycopg2.InternalError,
+    "28": psycopg2.OperationalError,
+    "2B": psycopg2.InternalError,
+    "2D": psycopg2.InternalError,
+    "2F": psycopg2.InternalError,
+    "34": psycopg2.InternalError,
+    "3D": psycopg2.ProgrammingError,
+    "3F": psycopg2.ProgrammingError,
+    "40": psycopg2.extensions.TransactionRollbackError,
+    "42": psycopg2.ProgrammingError,
+    "44": psycopg2.ProgrammingError,
+    "53": psycopg2.OperationalError,
+    "54": psycopg2.OperationalError,
+    "55": psycopg2.OperationalError,
+    "57": psycopg2.OperationalError,
+    "58": psycopg2.OperationalError,
+    "F0": psycopg2.InternalError,
+    "HV": psycopg2.OperationalError,
+    "P0": psycopg2.InternalError,
+    "XX": psycopg2.InternalError,
+}
+
+
+class CopyOutcome:
+    """What a COPY ended with: the server's row count and, if the copy was aborted on our side, why.
+
+    ``error`` is the exception raised by the file's ``read()``/``write()`` or the interruption that
+    stopped the copy; the caller decides how to surface it once the connection is idle again.
+    """
+
+    __slots__ = ("direction", "error", "rowcount", "server_error", "status")
+
+    def __init__(self) -> None:
+        self.rowcount: int = -1
+        self.status: str = ""
+        #: "in" or "out" once the server has started the COPY ("" before, or for other statements)
+        self.direction: str = ""
+        self.error: Optional[BaseException] = None
+        #: the server's answer to an aborted COPY (psycopg2 raises it: QueryCanceled for COPY FROM)
+        self.server_error: Optional[psycopg2.Error] = None
+
+
+def error_from_result(res: int, ptr: int, cursor: Any = None) -> psycopg2.Error:
+    """The psycopg2 exception for a failed ``PGresult``, the class psycopg2 would pick.
+
+    psycopg2 builds errors from the PGresult in C; from Python the closest is the same class from
+    ``psycopg2.errors.lookup(sqlstate)`` with ``pgerror``/``pgcode`` restored through the
+    ``__setstate__`` psycopg2 provides for pickling (``diag`` stays empty: it needs the PGresult).
+    """
+    lib = _libpq.lib
+    raw = lib.PQresultErrorMessage(res) if res else None
+    if not raw:
+        raw = lib.PQerrorMessage(ptr) or b"unknown error (no message from libpq)"
+    msg = raw.decode("utf-8", "replace")
+    code_raw = lib.PQresultErrorField(res, PG_DIAG_SQLSTATE) if res else None
+    code = code_raw.decode("ascii", "replace") if code_raw else None
+    return make_error(msg, code)
+
+
+def make_error(msg: str, code: Optional[str]) -> psycopg2.Error:
+    cls: type[psycopg2.Error]
+    if code is None:
+        cls = psycopg2.OperationalError
+    else:
+        try:
+            cls = psycopg2.errors.lookup(code)
+        except KeyError:
+            cls = _CLASS_FALLBACK.get(code[:2], psycopg2.DatabaseError)
+    text = msg[8:] if len(msg) > 8 and msg[:8] in ("ERROR:  ", "FATAL:  ", "PANIC:  ") else msg
+    err = cls(text)
+    try:
+        err.__setstate__({"pgerror": msg, "pgcode": code})
+    except Exception:  # noqa: BLE001 - a psycopg2 without __setstate__: the message still says it all
+        pass
+    return err
+
+
+def send_query(ptr: int, sql: bytes) -> PQGen[None]:
+    """``PQsendQuery`` then flush the output, waiting for the socket as needed."""
+    lib = _libpq.lib
+    if not lib.PQsendQuery(ptr, sql):
+        raise psycopg2.OperationalError(_libpq.error_message(ptr))
+    yield from flush(ptr)
+
+
+def flush(ptr: int) -> PQGen[None]:
+    """Send what libpq buffered. Reading while we wait keeps a chatty server from deadlocking us."""
+    lib = _libpq.lib
+    fd = lib.PQsocket(ptr)
+    while True:
+        rv = lib.PQflush(ptr)
+        if rv == 0:
+            return
+        if rv < 0:
+            raise psycopg2.OperationalError(_libpq.error_message(ptr))
+        ready = yield fd, READ_WRITE
+        if ready & READ and not lib.PQconsumeInput(ptr):
+            raise psycopg2.OperationalError(_libpq.error_message(ptr))
+
+
+def fetch_result(ptr: int) -> PQGen[int]:
+    """The next ``PGresult *`` (0 when the query is complete), reading until libpq has it."""
+    lib = _libpq.lib
+    fd = lib.PQsocket(ptr)
+    while lib.PQisBusy(ptr):
+        yield fd, READ
+        if not lib.PQconsumeInput(ptr):
+            raise psycopg2.OperationalError(_libpq.error_message(ptr))
+    res: int = lib.PQgetResult(ptr) or 0
+    return res
+
+
+def drain_results(ptr: int, outcome: Optional[CopyOutcome] = None) -> PQGen[Optional[psycopg2.Error]]:
+    """Collect every remaining result; return the first error (not raised: the caller decides)."""
+    lib = _libpq.lib
+    error: Optional[psycopg2.Error] = None
+    while True:
+        res = yield from fetch_result(ptr)
+        if not res:
+            return error
+        try:
+            status = lib.PQresultStatus(res)
+            if status == _libpq.PGRES_FATAL_ERROR:
+                if error is None:
+                    error = error_from_result(res, ptr)
+            elif status in (_libpq.PGRES_COPY_IN, _libpq.PGRES_COPY_BOTH):
+                # A second COPY in the same string: end it, psycopg2 does not support it either.
+                lib.PQputCopyEnd(ptr, b"psycogreen: only one COPY per statement is supported")
+                yield from flush(ptr)
+            elif status == _libpq.PGRES_COPY_OUT:
+                yield from _discard_copy_out(ptr)
+            elif outcome is not None:
+                outcome.rowcount = _rowcount(res)
+                outcome.status = (lib.PQcmdStatus(res) or b"").decode("ascii", "replace")
+        finally:
+            lib.PQclear(res)
+
+
+def _rowcount(res: int) -> int:
+    raw = _libpq.lib.PQcmdTuples(res)
+    return int(raw) if raw else -1
+
+
+Source = Callable[[], bytes]
+Sink = Callable[[bytes], Any]
+
+
+def copy(
+    ptr: int,
+    sql: bytes,
+    source: Optional[Source],
+    sink: Optional[Sink],
+    control: Any,
+    outcome: Optional[CopyOutcome] = None,
+) -> PQGen[CopyOutcome]:
+    """Run one COPY statement: ``source()`` feeds COPY FROM STDIN (``b""`` ends it), ``sink(data)``
+    receives each COPY TO STDOUT row. Returns the outcome once libpq is idle again.
+
+    A statement that turns out not to be a COPY runs to completion (psycopg2 lets ``copy_expert``
+    run any statement); a COPY in a direction we have no file method for ends with psycopg2's
+    ProgrammingError. Server errors are raised *after* the conversation is finished.
+    """
+    lib = _libpq.lib
+    if outcome is None:
+        outcome = CopyOutcome()
+    yield from send_query(ptr, sql)
+    res = yield from fetch_result(ptr)
+    if not res:
+        return outcome
+    misuse: Optional[psycopg2.Error] = None
+    first_error: Optional[psycopg2.Error] = None
+    try:
+        status = lib.PQresultStatus(res)
+        if status == _libpq.PGRES_FATAL_ERROR:
+            first_error = error_from_result(res, ptr)
+        elif status in (_libpq.PGRES_COMMAND_OK, _libpq.PGRES_TUPLES_OK):
+            outcome.rowcount = _rowcount(res)
+            outcome.status = (lib.PQcmdStatus(res) or b"").decode("ascii", "replace")
+    finally:
+        lib.PQclear(res)
+    if status == _libpq.PGRES_COPY_IN:
+        if source is None:
+            misuse = psycopg2.ProgrammingError("can't execute COPY FROM: use the copy_from() method instead")
+            lib.PQputCopyEnd(ptr, b"can't execute COPY FROM: use the copy_from() method instead")
+            yield from flush(ptr)
+        else:
+            outcome.direction = "in"
+            yield from _copy_in(ptr, source, control, outcome)
+    elif status == _libpq.PGRES_COPY_OUT:
+        if sink is None:
+            misuse = psycopg2.ProgrammingError("can't execute COPY TO: use the copy_to() method instead")
+            yield from _discard_copy_out(ptr)
+        else:
+            outcome.direction = "out"
+            yield from _copy_out(ptr, sink, control, outcome)
+    error = yield from drain_results(ptr, outcome)
+    if first_error is not None:
+        raise first_error
+    if misuse is not None:
+        raise misuse
+    if error is not None:
+        if outcome.error is None:
+            raise error
+        outcome.server_error = error
+    return outcome
+
+
+def _copy_in(ptr: int, source: Source, control: Any, outcome: CopyOutcome) -> PQGen[None]:
+    lib = _libpq.lib
+    put = lib.PQputCopyData
+    fd = lib.PQsocket(ptr)
+    while True:
+        if control is not None and control.interrupt is not None:
+            outcome.error = control.interrupt
+            break
+        try:
+            data = source()
+        except BaseException as e:  # noqa: BLE001 - reported in the outcome once the copy has ended
+            outcome.error = e
+            break
+        if not data:
+            break
+        while True:
+            rv = put(ptr, data, len(data))
+            if rv == 1:
+                break
+            if rv < 0:
+                raise psycopg2.OperationalError(_libpq.error_message(ptr))
+            ready = yield fd, READ_WRITE  # 0: libpq's buffer is full, wait for the socket
+            if ready & READ:
+                lib.PQconsumeInput(ptr)
+        if lib.PQflush(ptr) == 1:
+            yield from flush(ptr)
+    if outcome.error is None:
+        rv = lib.PQputCopyEnd(ptr, None)
+    else:
+        rv = lib.PQputCopyEnd(ptr, _abort_message(outcome.error))
+    if rv < 0:
+        raise psycopg2.OperationalError(_libpq.error_message(ptr))
+    yield from flush(ptr)
+
+
+def _abort_message(exc: BaseException) -> bytes:
+    """psycopg2's wording for an aborted COPY FROM, so server logs read the same."""
+    if not isinstance(exc, Exception):
+        return f"interrupted by {type(exc).__name__}".encode("utf-8", "replace")
+    return f"error in .read() call: {type(exc).__name__} {exc}".encode("utf-8", "replace")[:1000]
+
+
+def _copy_out(ptr: int, sink: Sink, control: Any, outcome: CopyOutcome) -> PQGen[None]:
+    lib = _libpq.lib
+    get = lib.PQgetCopyData
+    freemem = lib.PQfreemem
+    string_at = ctypes.string_at
+    buf = ctypes.c_void_p()
+    pbuf = ctypes.byref(buf)
+    fd = lib.PQsocket(ptr)
+    discard = False
+    while True:
+        n = get(ptr, pbuf, 1)
+        if n > 0:
+            data = string_at(buf.value, n)
+            freemem(buf)
+            if discard:
+                continue
+            if control is not None and control.interrupt is not None:
+                outcome.error = control.interrupt
+                discard = True  # the driver has cancelled the statement; drain what remains
+                continue
+            try:
+                sink(data)
+            except BaseException as e:  # noqa: BLE001 - reported in the outcome once drained
+                outcome.error = e
+                discard = True
+                if _libpq.HAS_NONBLOCKING_CANCEL:
+                    try:
+                        yield from cancel_nonblocking(ptr)
+                    except psycopg2.Error:
+                        pass  # then drain it all: slower, same end state
+            continue
+        if n == 0:
+            yield fd, READ
+            if not lib.PQconsumeInput(ptr):
+                raise psycopg2.OperationalError(_libpq.error_message(ptr))
+            continue
+        if n == -1:
+            return
+        raise psycopg2.OperationalError(_libpq.error_message(ptr))
+
+
+def _discard_copy_out(ptr: int) -> PQGen[None]:
+    lib = _libpq.lib
+    buf = ctypes.c_void_p()
+    fd = lib.PQsocket(ptr)
+    while True:
+        n = lib.PQgetCopyData(ptr, ctypes.byref(buf), 1)
+        if n > 0:
+            lib.PQfreemem(buf)
+        elif n == 0:
+            yield fd, READ
+            if not lib.PQconsumeInput(ptr):
+                raise psycopg2.OperationalError(_libpq.error_message(ptr))
+        elif n == -1:
+            return
+        else:
+            raise psycopg2.OperationalError(_libpq.error_message(ptr))
