@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import errors
 from ._deadline import timeout
+from ._notify import notifies
 from ._patch import patch, patched, unpatch
 
 __version__ = "2.0.0.dev0"
@@ -16,6 +17,7 @@ __version__ = "2.0.0.dev0"
 __all__ = [
     "__version__",
     "errors",
+    "notifies",
     "patch",
     "patched",
     "timeout",
