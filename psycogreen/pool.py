@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, Optional, TypeVar
 import psycopg2
 import psycopg2.extensions as ext
 
-from . import _libpq
+from . import _deadline, _libpq
 from ._wait import current_waiter
 from .errors import PoolClosed, PoolTimeout, TooManyRequests
 
@@ -66,6 +66,20 @@ _INTRANS = ext.TRANSACTION_STATUS_INTRANS
 _INERROR = ext.TRANSACTION_STATUS_INERROR
 
 _counter = itertools.count(1)
+
+#: Bound on the pool's own round trips (checkout check, rollback and reset on return). They run
+#: under this deadline instead of the caller's ``psycogreen.timeout()``: a caller whose deadline just
+#: expired still gets its connection rolled back and reused rather than thrown away.
+HOUSEKEEPING_TIMEOUT = 10.0
+
+
+@contextmanager
+def _own_deadline(seconds: float = HOUSEKEEPING_TIMEOUT) -> Iterator[None]:
+    token = _deadline._op_deadline.set((_monotonic() + seconds, seconds))
+    try:
+        yield
+    finally:
+        _deadline._op_deadline.reset(token)
 
 
 def safe_conninfo(conninfo: str, kwargs: Optional[dict[str, Any]] = None) -> str:
@@ -309,8 +323,10 @@ class ConnectionPool:
             yield conn
             if not conn.closed and conn.get_transaction_status() == _INTRANS:
                 conn.commit()
-        finally:
-            self.putconn(conn)
+        except BaseException:
+            self._putconn(conn, rollback_expected=True)
+            raise
+        self._putconn(conn)
 
     def getconn(self, timeout: Optional[float] = None) -> Any:
         """Take a connection, waiting at most ``timeout`` (default: the pool's) seconds for one."""
@@ -354,6 +370,9 @@ class ConnectionPool:
     def putconn(self, conn: Any) -> None:
         """Give back a connection from :meth:`getconn`. An open transaction is rolled back; a broken
         connection, or one in an unknown state, is closed and replaced in the background."""
+        self._putconn(conn)
+
+    def _putconn(self, conn: Any, rollback_expected: bool = False) -> None:
         meta = self._owned.get(id(conn))
         if meta is None or meta.conn is not conn:
             raise ValueError(f"putconn(): the connection {conn!r} does not belong to pool {self.name!r}")
@@ -361,7 +380,8 @@ class ConnectionPool:
             self._count("usage_ms", int((_monotonic() - meta.out_since) * 1000))
             meta.out_since = 0.0
         try:
-            ok = self._reset_for_reuse(conn)
+            with _own_deadline():
+                ok = self._reset_for_reuse(conn, rollback_expected)
         except BaseException:
             self._discard(meta)
             raise
@@ -414,7 +434,8 @@ class ConnectionPool:
             self._idle.clear()
         for m in batch:
             try:
-                good = self._alive(m.conn, roundtrip=True)
+                with _own_deadline():
+                    good = self._alive(m.conn, roundtrip=True)
             except BaseException:
                 self._discard(m)
                 raise
@@ -519,7 +540,8 @@ class ConnectionPool:
             self._discard(meta)
             return False
         try:
-            good = self._alive(meta.conn, roundtrip=now - meta.returned_at > self.stale_after)
+            with _own_deadline():
+                good = self._alive(meta.conn, roundtrip=now - meta.returned_at > self.stale_after)
         except BaseException:
             self._discard(meta)
             raise
@@ -557,7 +579,7 @@ class ConnectionPool:
             return False
         return not conn.closed
 
-    def _reset_for_reuse(self, conn: Any) -> bool:
+    def _reset_for_reuse(self, conn: Any, rollback_expected: bool = False) -> bool:
         """Bring a returned connection back to idle; False if it cannot be trusted any more."""
         if conn.closed:
             return False
@@ -566,7 +588,7 @@ class ConnectionPool:
         status = conn.get_transaction_status()
         try:
             if status in (_INTRANS, _INERROR):
-                if status == _INTRANS:
+                if status == _INTRANS and not rollback_expected:
                     logger.warning("pool %r: rolling back a connection returned in a transaction", self.name)
                 conn.rollback()
             elif status != _IDLE:
