@@ -137,7 +137,11 @@ def connect(
     attempts = plan(params, _wait.current_waiter().getaddrinfo)
     timeout = connect_timeout(params)
     if attempts is None:
-        return original(dsn, connection_factory=factory)
+        token = _deadline._connecting.set(_deadline.ConnectDeadline(None, "server"))
+        try:
+            return original(dsn, connection_factory=factory)
+        finally:
+            _deadline._connecting.reset(token)
     errors: list[str] = []
     for attempt in attempts:
         if not attempt.params:

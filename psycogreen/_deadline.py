@@ -7,6 +7,7 @@ context, so a deadline set in one greenlet never leaks into another, and threads
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from contextvars import ContextVar
 from typing import Iterator, NamedTuple, Optional
@@ -27,8 +28,9 @@ class ConnectDeadline(NamedTuple):
 _connecting: ContextVar[Optional[ConnectDeadline]] = ContextVar("psycogreen_connect", default=None)
 
 #: How long to wait, after a deadline or an interrupt, for the server to confirm the cancel before
-#: giving up on the connection (closing it). A healthy server answers in milliseconds.
-DEFAULT_CANCEL_GRACE = 5.0
+#: giving up on the connection (closing it). A healthy server answers in milliseconds; a dead network
+#: never does. ``PSYCOGREEN_CANCEL_GRACE`` (seconds) overrides it.
+DEFAULT_CANCEL_GRACE = float(os.environ.get("PSYCOGREEN_CANCEL_GRACE", "5"))
 
 
 @contextlib.contextmanager

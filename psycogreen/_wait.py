@@ -90,6 +90,7 @@ def drive(
     on_interrupt: Optional[Callable[[], None]] = None,
     keep: bool = False,
     waiter: Optional[Waiter] = None,
+    in_callback: bool = False,
 ) -> RV:
     """Run ``gen`` to completion, waiting cooperatively; return its value.
 
@@ -122,7 +123,7 @@ def drive(
     except BaseException as exc:  # noqa: BLE001 - an interrupt of any kind
         if isinstance(exc, psycopg2.Error) and not _is_timeout(exc):
             raise  # the conversation itself failed: nothing to cancel
-        late: RV = _interrupted(gen, conn, exc, waiter, control, on_interrupt, keep, fd, events)
+        late: RV = _interrupted(gen, conn, exc, waiter, control, on_interrupt, keep, in_callback, fd, events)
         return late
 
 
@@ -140,10 +141,12 @@ def _interrupted(
     control: Optional[Control],
     on_interrupt: Optional[Callable[[], None]],
     keep: bool,
+    in_callback: bool,
     fd: int,
     events: int,
 ) -> Any:
-    grace_end = _monotonic() + state.cancel_grace
+    grace = state.cancel_grace
+    grace_end = _monotonic() + grace
     if control is not None:
         control.interrupt = exc
     logger.debug("interrupted by %r: cancelling on the server", exc)
@@ -152,6 +155,10 @@ def _interrupted(
             on_interrupt()
         elif conn is not None:
             cancel(conn, waiter, grace_end)
+    except BaseException as e:  # noqa: BLE001 - the cancel could not be sent: draining decides
+        logger.debug("could not send the cancel: %r", e)
+    failure: Optional[BaseException] = None
+    try:
         # Drain: let libpq read the outcome so the connection is idle again.
         while True:
             remaining = grace_end - _monotonic()
@@ -166,20 +173,36 @@ def _interrupted(
     except StopIteration:
         pass
     except _GraceExpired:
+        gen.close()
         logger.warning(
             "the server did not confirm the cancel within %.1f s after %r; closing the connection",
-            state.cancel_grace,
+            grace,
             exc,
         )
-        gen.close()
+        failure = psycopg2.OperationalError(
+            f"the server did not confirm the cancel within {grace:g} s (is the network down?); "
+            "the connection was closed; set PSYCOGREEN_CANCEL_GRACE to wait longer"
+        )
+    except psycopg2.Error as e:
+        failure = e  # the conversation broke while draining
+    try:
+        if failure is None:
+            if keep:
+                conn._pg_pending = exc
+                return None
+            raise exc
+        # The connection cannot be trusted any more.
+        if in_callback:
+            # Raising from psycopg2's wait callback makes psycopg2 close the connection itself.
+            if keep:
+                conn._pg_pending = exc
+                raise failure
+            raise exc
         _close_quietly(conn)
-        raise exc from None
-    except psycopg2.Error:
-        pass  # the drained conversation failed (e.g. the connection broke): psycopg2 will say so
-    if keep:
-        conn._pg_pending = exc
-        return None
-    raise exc
+        raise exc
+    finally:
+        # No local may keep the exception (and through its traceback, this frame) alive.
+        del exc, failure
 
 
 class _GraceExpired(Exception):
@@ -241,23 +264,28 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
     :func:`drive`, parking interrupts on psycogreen connections inside a guarded call.
     """
     connecting = _deadline._connecting.get()
+    if connecting is None and conn.status == _STATUS_SETUP:
+        connecting = _NO_DEADLINE  # a connection made outside psycopg2.connect()
     if connecting is not None:
         _connect_wait(conn, connecting, waiter or current_waiter())
         return
-    drive(poll_conn(conn), conn, keep=getattr(conn, "_pg_depth", 0) > 0, waiter=waiter)
+    drive(poll_conn(conn), conn, keep=getattr(conn, "_pg_depth", 0) > 0, waiter=waiter, in_callback=True)
+
+
+_STATUS_SETUP = psycopg2.extensions.STATUS_SETUP
+_NO_DEADLINE = _deadline.ConnectDeadline(None, "server")
 
 
 def _connect_wait(conn: Any, connecting: _deadline.ConnectDeadline, waiter: Waiter) -> None:
-    """Wait while connecting: no cancel is possible, so an interrupt just aborts (psycopg2 then
-    closes the half-open connection). The deadline is the earlier of connect_timeout and timeout()."""
+    """Wait while connecting. There is nothing to cancel yet, so an interrupt simply propagates and
+    psycopg2 closes the half-open connection. The deadline is the earlier of connect_timeout and
+    timeout(). Exceptions are built at the raise so no frame keeps one alive (and with it the socket)."""
     deadline = connecting.deadline
     limit = _deadline._op_deadline.get()
-    expired: BaseException
-    if limit is not None and (deadline is None or limit[0] < deadline):
+    by_timeout = limit is not None and (deadline is None or limit[0] < deadline)
+    if by_timeout:
+        assert limit is not None
         deadline = limit[0]
-        expired = deadline_error(limit[1])
-    else:
-        expired = psycopg2.OperationalError(f"connection to {connecting.target} failed: timeout expired\n")
     gen = poll_conn(conn)
     try:
         fd, events = next(gen)
@@ -268,7 +296,14 @@ def _connect_wait(conn: Any, connecting: _deadline.ConnectDeadline, waiter: Wait
                 remaining = deadline - _monotonic()
                 ready = waiter.wait_fd(fd, events, remaining) if remaining > 0 else 0
                 if not ready:
-                    raise expired
+                    if by_timeout:
+                        assert limit is not None
+                        raise deadline_error(limit[1])
+                    raise psycopg2.OperationalError(
+                        f"connection to {connecting.target} failed: timeout expired\n"
+                    )
             fd, events = gen.send(ready)
     except StopIteration:
         return
+    finally:
+        gen.close()

@@ -60,7 +60,13 @@ elif FRAMEWORK == "eventlet":
         return g.wait()
 
     def kill(g: Any) -> None:
+        # eventlet's kill() only schedules the GreenletExit: wait for the greenthread to end, as
+        # gevent's kill() does by default.
         g.kill()
+        try:
+            g.wait()
+        except BaseException:
+            pass
 
     Timeout = eventlet.Timeout
 else:
