@@ -19,6 +19,7 @@ import threading
 from typing import Any, Optional
 
 import psycopg2
+import psycopg2._psycopg as _psycopg
 import psycopg2.extensions as ext
 
 from .errors import ConcurrentUseError, QueryTimeout
@@ -265,6 +266,11 @@ def green_cursor_class(base: Any, named: bool = False) -> Any:
     klass = _cursor_classes.get(key)
     if klass is None:
         bases = (mixin,) if base is ext.cursor else (base, mixin)
+        if issubclass(base, _psycopg.ReplicationCursor):
+            # Its streaming methods are C methods of that class: override them from the front.
+            from .replication import GreenReplicationMixin
+
+            bases = (GreenReplicationMixin, *bases)
         klass = type(base.__name__, bases, {"__module__": base.__module__})
         klass.__doc__ = base.__doc__
         _cursor_classes[key] = klass
@@ -305,11 +311,11 @@ def _lobject(
     lobject_factory: Any = None,
 ) -> Any:
     """psycopg2's ``connection.lobject``, cooperative (see :mod:`psycogreen.lobject`)."""
-    from . import lobject as _lo
+    from .lobject import open_lobject
 
     entered = _enter(self)
     try:
-        rv = _lo.open_lobject(self, oid, mode, new_oid, new_file, lobject_factory)
+        rv = open_lobject(self, oid, mode, new_oid, new_file, lobject_factory)
     except BaseException as e:
         _leave(self, entered, e)
         raise
@@ -317,4 +323,5 @@ def _lobject(
     return rv
 
 
-GreenConnectionMixin.lobject = _lobject
+_lobject.__name__ = _lobject.__qualname__ = "lobject"
+setattr(GreenConnectionMixin, "lobject", _lobject)

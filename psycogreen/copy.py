@@ -121,7 +121,7 @@ def _compose(cur: Any, template: str, table: str, columns: Any, sep: str, null: 
     """psycopg2's COPY statement, built from quoted parts (never pasted strings)."""
     for what, value in (("sep", sep), ("null", null)):
         _check_str(what, value)
-    cols = psycopg2.sql.SQL("")
+    cols: psycopg2.sql.Composable = psycopg2.sql.SQL("")
     if columns is not None:
         names = [psycopg2.sql.Identifier(_as_str(c)) for c in columns]
         if names:

@@ -260,7 +260,7 @@ class LargeObject:
 def _as_operational(e: psycopg2.Error) -> psycopg2.OperationalError:
     err = psycopg2.OperationalError(e.pgerror or str(e))  # psycopg2 keeps "ERROR:  " here
     try:
-        err.__setstate__({"pgerror": e.pgerror, "pgcode": e.pgcode})
+        err.__setstate__({"pgerror": e.pgerror, "pgcode": e.pgcode})  # type: ignore[no-untyped-call]
     except Exception:  # noqa: BLE001
         pass
     return err

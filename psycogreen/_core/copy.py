@@ -116,7 +116,7 @@ def make_error(msg: str, code: Optional[str]) -> psycopg2.Error:
     text = msg[8:] if len(msg) > 8 and msg[:8] in ("ERROR:  ", "FATAL:  ", "PANIC:  ") else msg
     err = cls(text)
     try:
-        err.__setstate__({"pgerror": msg, "pgcode": code})
+        err.__setstate__({"pgerror": msg, "pgcode": code})  # type: ignore[no-untyped-call]
     except Exception:  # noqa: BLE001 - a psycopg2 without __setstate__: the message still says it all
         pass
     return err
@@ -295,44 +295,53 @@ def _abort_message(exc: BaseException) -> bytes:
 
 
 def _copy_out(ptr: int, sink: Sink, control: Any, outcome: CopyOutcome) -> PQGen[None]:
+    # The hot loop of COPY TO: one libpq call, one copy into a bytes, one free and one write per
+    # row. Interrupts can only arrive while suspended, so they are checked after each yield.
     lib = _libpq.lib
     get = lib.PQgetCopyData
     freemem = lib.PQfreemem
-    string_at = ctypes.string_at
+    string_at = _string_at
+    consume = lib.PQconsumeInput
     buf = ctypes.c_void_p()
     pbuf = ctypes.byref(buf)
     fd = lib.PQsocket(ptr)
-    discard = False
     while True:
         n = get(ptr, pbuf, 1)
         if n > 0:
-            data = string_at(buf.value, n)
+            data = string_at(buf, n)
             freemem(buf)
-            if discard:
-                continue
-            if control is not None and control.interrupt is not None:
-                outcome.error = control.interrupt
-                discard = True  # the driver has cancelled the statement; drain what remains
-                continue
             try:
                 sink(data)
             except BaseException as e:  # noqa: BLE001 - reported in the outcome once drained
                 outcome.error = e
-                discard = True
-                if _libpq.HAS_NONBLOCKING_CANCEL:
-                    try:
-                        yield from cancel_nonblocking(ptr)
-                    except psycopg2.Error:
-                        pass  # then drain it all: slower, same end state
-            continue
-        if n == 0:
+                break
+        elif n == 0:
             yield fd, READ
-            if not lib.PQconsumeInput(ptr):
+            if control is not None and control.interrupt is not None:
+                outcome.error = control.interrupt  # the driver has cancelled the statement
+                break
+            if not consume(ptr):
                 raise psycopg2.OperationalError(_libpq.error_message(ptr))
-            continue
-        if n == -1:
+        elif n == -1:
             return
-        raise psycopg2.OperationalError(_libpq.error_message(ptr))
+        else:
+            raise psycopg2.OperationalError(_libpq.error_message(ptr))
+    # Aborted by the file or an interrupt: stop the server (if the driver did not), then drain.
+    if control is None or control.interrupt is None:
+        if _libpq.HAS_NONBLOCKING_CANCEL:
+            try:
+                yield from cancel_nonblocking(ptr)
+            except psycopg2.Error:
+                pass  # then drain it all: slower, same end state
+    yield from _discard_copy_out(ptr)
+
+
+try:
+    _string_at: Any = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_ssize_t)(
+        ctypes._string_at_addr  # type: ignore[attr-defined]
+    )
+except AttributeError:  # pragma: no cover - another ctypes: the public wrapper is just slower
+    _string_at = ctypes.string_at
 
 
 def _discard_copy_out(ptr: int) -> PQGen[None]:
