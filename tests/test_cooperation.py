@@ -22,3 +22,16 @@ def test_threads_run_concurrently(run_script: Callable[..., Any]) -> None:
     out = run_script("coop.py", "threads")
     assert out["patched"] == "threads"
     assert out["elapsed"] < 3.0, out
+
+
+@pytest.mark.parametrize("framework", ["gevent", "eventlet"])
+def test_psycogreen_1_usage_unchanged(run_script: Callable[..., Any], framework: str) -> None:
+    out = run_script("dropin.py", framework)
+    assert out["patched"] == framework and out["callback_set"]
+    assert out["parallel_elapsed"] < 1.2  # 5 x 0.3 s ran concurrently
+    assert out["max_gap"] < 0.25
+    assert out["green_error"] == out["blocking_error"]
+    assert out["green_error"][0] == "UndefinedTable"
+    assert out["manual_elapsed"] < 0.6 and out["manual_row"] == 1
+    if framework == "gevent":
+        assert out["timeout_arg"] == "socket.timeout"
