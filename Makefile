@@ -23,9 +23,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m psycogreen demo
 
+LINT_PATHS := psycogreen tests $(wildcard bench)
+
 lint: $(STAMP)
-	$(PY) -m ruff check psycogreen tests bench
-	$(PY) -m ruff format --check psycogreen tests bench
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m mypy
 
 bench: $(STAMP)
