@@ -73,6 +73,12 @@ _counter = itertools.count(1)
 HOUSEKEEPING_TIMEOUT = 10.0
 
 
+#: A connection returned less than this many seconds ago is handed out without any check (under
+#: load that is every checkout: the hot path stays free of syscalls); older ones get a non-blocking
+#: read of their socket, which sees a terminated backend's FATAL message and EOF.
+FRESH_FOR = 0.1
+
+
 @contextmanager
 def _own_deadline(seconds: float = HOUSEKEEPING_TIMEOUT) -> Iterator[None]:
     token = _deadline._op_deadline.set((_monotonic() + seconds, seconds))
@@ -80,6 +86,36 @@ def _own_deadline(seconds: float = HOUSEKEEPING_TIMEOUT) -> Iterator[None]:
         yield
     finally:
         _deadline._op_deadline.reset(token)
+
+
+class _ConnectionContext:
+    """What :meth:`ConnectionPool.connection` returns (a class, not a generator: it is the hot path)."""
+
+    __slots__ = ("pool", "timeout", "conn")
+
+    def __init__(self, pool: ConnectionPool, timeout: Optional[float]) -> None:
+        self.pool = pool
+        self.timeout = timeout
+        self.conn: Any = None
+
+    def __enter__(self) -> Any:
+        self.conn = self.pool.getconn(self.timeout)
+        return self.conn
+
+    def __exit__(
+        self, et: Optional[type[BaseException]], ev: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        conn, self.conn = self.conn, None
+        if et is None:
+            try:
+                if not conn.closed and conn.get_transaction_status() == _INTRANS:
+                    conn.commit()
+            except BaseException:
+                self.pool._putconn(conn, rollback_expected=True)
+                raise
+            self.pool._putconn(conn)
+        else:
+            self.pool._putconn(conn, rollback_expected=True)
 
 
 def safe_conninfo(conninfo: str, kwargs: Optional[dict[str, Any]] = None) -> str:
@@ -130,6 +166,9 @@ class ConnectionPool:
     #: A connection idle longer than this (seconds) gets a ``select 1`` round trip on checkout;
     #: fresher ones only get a non-blocking read of their socket (which sees terminated backends).
     stale_after: float = 2.0
+    #: After handing a returned connection to a waiting client, yield (``sleep(0)``) so that client
+    #: runs next. Under heavy contention this keeps connections busy (see bench/pool_bench.py).
+    yield_on_handover: bool = False
     _reuse = True
 
     def __init__(
@@ -314,19 +353,10 @@ class ConnectionPool:
     def closeall(self) -> None:
         self.close()
 
-    @contextmanager
-    def connection(self, timeout: Optional[float] = None) -> Iterator[Any]:
+    def connection(self, timeout: Optional[float] = None) -> _ConnectionContext:
         """A connection for the ``with`` block: committed on success, rolled back on an exception,
         returned to the pool in both cases."""
-        conn = self.getconn(timeout)
-        try:
-            yield conn
-            if not conn.closed and conn.get_transaction_status() == _INTRANS:
-                conn.commit()
-        except BaseException:
-            self._putconn(conn, rollback_expected=True)
-            raise
-        self._putconn(conn)
+        return _ConnectionContext(self, timeout)
 
     def getconn(self, timeout: Optional[float] = None) -> Any:
         """Take a connection, waiting at most ``timeout`` (default: the pool's) seconds for one."""
@@ -334,13 +364,15 @@ class ConnectionPool:
             timeout = self.timeout
         t0 = _monotonic()
         deadline = t0 + timeout
-        self._count("requests_num")
         waited = False
+        stats = self._stats
         while True:
             client = None
             meta: Optional[_Meta] = None
             with self._lock:
                 self._require_open()
+                if not waited:
+                    stats["requests_num"] = stats.get("requests_num", 0) + 1
                 if self._idle and not self._clients:
                     meta = self._idle.pop()
                 if meta is None:
@@ -363,8 +395,9 @@ class ConnectionPool:
         now = _monotonic()
         meta.out_since = now
         if waited:
-            self._count("requests_waiting")
-            self._count("requests_wait_ms", int((now - t0) * 1000))
+            with self._lock:
+                stats["requests_waiting"] = stats.get("requests_waiting", 0) + 1
+                stats["requests_wait_ms"] = stats.get("requests_wait_ms", 0) + int((now - t0) * 1000)
         return meta.conn
 
     def putconn(self, conn: Any) -> None:
@@ -376,34 +409,48 @@ class ConnectionPool:
         meta = self._owned.get(id(conn))
         if meta is None or meta.conn is not conn:
             raise ValueError(f"putconn(): the connection {conn!r} does not belong to pool {self.name!r}")
-        if meta.out_since:
-            self._count("usage_ms", int((_monotonic() - meta.out_since) * 1000))
-            meta.out_since = 0.0
-        try:
-            with _own_deadline():
-                ok = self._reset_for_reuse(conn, rollback_expected)
-        except BaseException:
-            self._discard(meta)
-            raise
+        now = _monotonic()
+        usage = int((now - meta.out_since) * 1000) if meta.out_since else 0
+        meta.out_since = 0.0
+        if conn.closed:
+            ok = False
+        elif conn.get_transaction_status() == _IDLE and self._reset is None:
+            ok = getattr(conn, "_pg_depth", 0) == 0 and getattr(conn, "_pg_pending", None) is None
+        else:
+            try:
+                with _own_deadline():
+                    ok = self._reset_for_reuse(conn, rollback_expected)
+            except BaseException:
+                self._count("usage_ms", usage)
+                self._discard(meta)
+                raise
+            now = _monotonic()
         if not ok or not self._reuse:
+            self._count("usage_ms", usage)
             if not ok:
                 self._count("returns_bad")
             self._discard(meta)
             return
-        now = _monotonic()
         if now >= meta.expire_at:
             logger.debug("pool %r: connection past max_lifetime, replacing it", self.name)
+            self._count("usage_ms", usage)
             self._discard(meta)
             return
         meta.returned_at = now
+        handed = False
         with self._lock:
+            self._stats["usage_ms"] = self._stats.get("usage_ms", 0) + usage
             if self._closed or self._nconns > self._max_size:
                 to_close = True
             else:
                 to_close = False
-                self._hand_over_locked(meta)
+                handed = self._hand_over_locked(meta)
         if to_close:
             self._discard(meta)
+        elif handed and self.yield_on_handover:
+            # Let the client just woken run now, so the connection goes back to work at once
+            # instead of idling until every other ready green thread has had its turn.
+            current_waiter().sleep(0)
 
     def resize(self, min_size: int, max_size: Optional[int] = None) -> None:
         """Change the sizes; the pool grows at once and shrinks as connections come back or idle."""
@@ -536,12 +583,19 @@ class ConnectionPool:
     def _prepare(self, meta: _Meta) -> bool:
         """Outside the lock: is this connection fit to hand out? If not, discard it (and replace)."""
         now = _monotonic()
-        if now >= meta.expire_at:
+        if now >= meta.expire_at or meta.conn.closed:
             self._discard(meta)
             return False
+        idle_for = now - meta.returned_at
+        if idle_for < FRESH_FOR and self._check is None:
+            return True
         try:
-            with _own_deadline():
-                good = self._alive(meta.conn, roundtrip=now - meta.returned_at > self.stale_after)
+            roundtrip = idle_for > self.stale_after
+            if roundtrip or self._check is not None:
+                with _own_deadline():
+                    good = self._alive(meta.conn, roundtrip)
+            else:
+                good = self._alive(meta.conn, False)
         except BaseException:
             self._discard(meta)
             raise
@@ -604,16 +658,17 @@ class ConnectionPool:
             return False
         return not conn.closed
 
-    def _hand_over_locked(self, meta: _Meta) -> None:
-        """To the first client still waiting, else back on the idle stack (LIFO)."""
+    def _hand_over_locked(self, meta: _Meta) -> bool:
+        """To the first client still waiting (True), else back on the idle stack (LIFO)."""
         while self._clients:
             client = self._clients.popleft()
             if client.gone:
                 continue
             client.meta = meta
             client.event.set()
-            return
+            return True
         self._idle.append(meta)
+        return False
 
     def _discard(self, meta: _Meta) -> None:
         with self._lock:

@@ -1,0 +1,189 @@
+"""Pool throughput under gevent: many greenlets over a small pool vs dedicated connections.
+
+    python bench/pool_bench.py --dsn "host=127.0.0.1 port=5432 dbname=postgres user=postgres"
+
+Every system runs pgbench -S style point selects (``select abalance from pool_bench_accounts where
+aid = $1``, autocommit) for ``--seconds`` and the script prints a markdown table:
+
+- dedicated: ``--conns`` greenlets, each on its own psycopg2 connection (the ceiling);
+- psycogreen.pool: ``--clients`` greenlets sharing a ``ConnectionPool`` of ``--conns`` connections;
+- psycopg_pool: the same with psycopg 3 and psycopg_pool under gevent's monkey-patching (a peer).
+
+Target: the psycogreen pool reaches >= 0.9x the dedicated throughput.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import random  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+import gevent  # noqa: E402
+import psycopg2  # noqa: E402
+
+import psycogreen  # noqa: E402
+from psycogreen.pool import ConnectionPool  # noqa: E402
+
+ROWS = 10_000
+QUERY = "select abalance from pool_bench_accounts where aid = %s"
+
+
+def setup(dsn: str) -> None:
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("select count(*) from pg_class where relname = 'pool_bench_accounts'")
+    if not cur.fetchone()[0]:
+        cur.execute("create table pool_bench_accounts (aid int primary key, abalance int not null default 0)")
+        cur.execute("insert into pool_bench_accounts (aid) select generate_series(1, %s)", (ROWS,))
+        cur.execute("analyze pool_bench_accounts")
+    conn.close()
+
+
+def run_clients(n: int, seconds: float, one_op: Callable[[random.Random], None]) -> tuple[int, list[float]]:
+    """n greenlets call one_op until the deadline; returns (operations, sampled latencies)."""
+    count = [0]
+    lat: list[float] = []
+    stop = time.monotonic() + seconds
+
+    def client(i: int) -> None:
+        rng = random.Random(i)
+        mono = time.monotonic
+        while True:
+            t = mono()
+            if t >= stop:
+                return
+            one_op(rng)
+            count[0] += 1
+            if count[0] % 16 == 0:
+                lat.append(mono() - t)
+
+    gs = [gevent.spawn(client, i) for i in range(n)]
+    gevent.joinall(gs)
+    for g in gs:
+        g.get()
+    return count[0], lat
+
+
+def bench_dedicated(dsn: str, conns: int, seconds: float) -> tuple[int, list[float]]:
+    pool = [psycopg2.connect(dsn) for _ in range(conns)]
+    for c in pool:
+        c.autocommit = True
+    it = iter(pool)
+    mine: dict[Any, Any] = {}
+
+    def op(rng: random.Random) -> None:
+        g = gevent.getcurrent()
+        c = mine.get(g)
+        if c is None:
+            c = mine[g] = next(it)
+        cur = c.cursor()
+        cur.execute(QUERY, (rng.randint(1, ROWS),))
+        cur.fetchone()
+
+    try:
+        return run_clients(conns, seconds, op)
+    finally:
+        for c in pool:
+            c.close()
+
+
+def bench_psycogreen(dsn: str, clients: int, conns: int, seconds: float) -> tuple[int, list[float]]:
+    pool = ConnectionPool(
+        dsn, min_size=conns, max_size=conns, configure=lambda c: setattr(c, "autocommit", True), timeout=60
+    )
+    pool.wait(30)
+
+    def op(rng: random.Random) -> None:
+        with pool.connection() as c:
+            cur = c.cursor()
+            cur.execute(QUERY, (rng.randint(1, ROWS),))
+            cur.fetchone()
+
+    try:
+        return run_clients(clients, seconds, op)
+    finally:
+        pool.close()
+
+
+def bench_psycopg_pool(dsn: str, clients: int, conns: int, seconds: float) -> tuple[int, list[float]] | None:
+    try:
+        import psycopg_pool
+    except ImportError:
+        return None
+    pool = psycopg_pool.ConnectionPool(
+        dsn, min_size=conns, max_size=conns, kwargs={"autocommit": True}, timeout=60, open=False
+    )
+    pool.open(wait=True, timeout=30)
+    q = QUERY.replace("%s", "%s")
+
+    def op(rng: random.Random) -> None:
+        with pool.connection() as c:
+            c.execute(q, (rng.randint(1, ROWS),)).fetchone()
+
+    try:
+        return run_clients(clients, seconds, op)
+    finally:
+        pool.close()
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * p))] * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dsn", required=True)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--conns", type=int, default=10)
+    args = ap.parse_args()
+    psycogreen.patch("gevent")
+    setup(args.dsn)
+    rows: list[tuple[str, int, int, tuple[int, list[float]] | None]] = []
+    # A short warm-up so the first system does not pay for cold caches.
+    bench_dedicated(args.dsn, args.conns, 0.5)
+    rows.append(
+        ("dedicated connections", args.conns, args.conns, bench_dedicated(args.dsn, args.conns, args.seconds))
+    )
+    rows.append(
+        (
+            "psycogreen.pool.ConnectionPool",
+            args.clients,
+            args.conns,
+            bench_psycogreen(args.dsn, args.clients, args.conns, args.seconds),
+        )
+    )
+    rows.append(
+        (
+            "psycopg_pool (psycopg 3, gevent-patched)",
+            args.clients,
+            args.conns,
+            bench_psycopg_pool(args.dsn, args.clients, args.conns, args.seconds),
+        )
+    )
+    base = rows[0][3][0] / args.seconds if rows[0][3] else 1.0
+    print(f"\nPoint selects, {args.seconds:g} s per system, gevent, psycogreen {psycogreen.__version__}\n")
+    print("| system | greenlets | connections | ops/s | vs dedicated | p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, clients, conns, res in rows:
+        if res is None:
+            print(f"| {name} | {clients} | {conns} | n/a | | | |")
+            continue
+        ops = res[0] / args.seconds
+        print(
+            f"| {name} | {clients} | {conns} | {ops:,.0f} | {ops / base:.2f}x | "
+            f"{pct(res[1], 0.5):.2f} | {pct(res[1], 0.99):.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
