@@ -1,0 +1,1 @@
+"""The psycogreen benchmark suite: ``python -m bench --help``."""
