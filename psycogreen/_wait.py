@@ -21,8 +21,8 @@ from typing import Any, Callable, Optional
 import psycopg2
 
 from . import _deadline, _libpq
-from ._core import RV, PQGen
-from ._core.generators import cancel_blocking, cancel_nonblocking, poll_conn
+from ._core import READ, RV, WRITE, PQGen
+from ._core.generators import cancel_blocking, cancel_nonblocking, poll_conn, poll_conn_after
 from ._waiters import Waiter
 
 try:
@@ -266,10 +266,51 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
     connecting = _deadline._connecting.get()
     if connecting is None and conn.status == _STATUS_SETUP:
         connecting = _NO_DEADLINE  # a connection made outside psycopg2.connect()
+    if waiter is None:
+        waiter = current_waiter()
     if connecting is not None:
-        _connect_wait(conn, connecting, waiter or current_waiter())
+        _connect_wait(conn, connecting, waiter)
+        return
+    if _deadline._op_deadline.get() is not None:
+        drive(poll_conn(conn), conn, keep=getattr(conn, "_pg_depth", 0) > 0, waiter=waiter, in_callback=True)
+        return
+    # The hot path (every query, no deadline): the trivial poll loop of poll_conn(), inlined, because
+    # creating, resuming and finishing a generator plus drive()'s bookkeeping cost a measurable part
+    # of the client CPU per query (see docs/benchmarks.md). Everything else (an unexpected poll
+    # state, an interrupt) is handed to the general machinery in the state reached, so the protocol
+    # and interrupt logic stay written once.
+    wait_fd = waiter.wait_fd
+    poll = conn.poll
+    fd = events = 0
+    try:
+        while True:
+            polled = poll()
+            if polled == _POLL_OK:
+                return
+            if polled == _POLL_READ:
+                events = READ
+            elif polled == _POLL_WRITE:
+                events = WRITE
+            else:
+                break
+            fd = conn.fileno()
+            wait_fd(fd, events)
+    except psycopg2.Error:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - an interrupt: drive() semantics from here on
+        if not events:
+            raise
+        gen = poll_conn_after(conn, fd, events)
+        next(gen)
+        keep = getattr(conn, "_pg_depth", 0) > 0
+        _interrupted(gen, conn, exc, waiter, None, None, keep, True, fd, events)
         return
     drive(poll_conn(conn), conn, keep=getattr(conn, "_pg_depth", 0) > 0, waiter=waiter, in_callback=True)
+
+
+_POLL_OK = psycopg2.extensions.POLL_OK
+_POLL_READ = psycopg2.extensions.POLL_READ
+_POLL_WRITE = psycopg2.extensions.POLL_WRITE
 
 
 _STATUS_SETUP = psycopg2.extensions.STATUS_SETUP

@@ -30,6 +30,13 @@ def poll_conn(conn: Any) -> PQGen[None]:
             raise psycopg2.OperationalError(f"bad result from poll: {state!r}")
 
 
+def poll_conn_after(conn: Any, fd: int, events: int) -> PQGen[None]:
+    """:func:`poll_conn` resumed at a wait for ``(fd, events)``: the hand-over point of the wait
+    callback's inlined fast path when something unusual (an interrupt) happens mid-wait."""
+    yield fd, events
+    yield from poll_conn(conn)
+
+
 def cancel_nonblocking(pgconn_ptr: int) -> PQGen[None]:
     """Send a cancel request with libpq >= 17's ``PQcancelStart``/``PQcancelPoll``.
 

@@ -26,17 +26,22 @@ class EventletWaiter:
     def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
         hub = get_hub()
         current = getcurrent()
-        kind = hub.READ if events & READ else hub.WRITE
-        timer = None
-        if timeout is not None:
-            timer = hub.schedule_call_global(max(timeout, 0.0), current.switch, 0)
-        listener = hub.add(kind, fd, lambda _fd: current.switch(events), current.throw, None)
+        # The listener calls ``current.switch(fd)`` directly (no lambda per wait); the timer switches
+        # with None, so the two wake-ups are told apart by type, whatever the fd number.
+        listener = hub.add(hub.READ if events & READ else hub.WRITE, fd, current.switch, current.throw, None)
+        if timeout is None:
+            try:
+                hub.switch()
+            finally:
+                hub.remove(listener)
+            return events
+        timer = hub.schedule_call_global(max(timeout, 0.0), current.switch, None)
         try:
-            return hub.switch()  # type: ignore[no-any-return]
+            woke = hub.switch()
         finally:
             hub.remove(listener)
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
+        return 0 if woke is None else events
 
     def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return eventlet.tpool.execute(fn, *args)  # type: ignore[no-any-return]

@@ -20,26 +20,32 @@ from gevent.hub import get_hub
 T = TypeVar("T")
 
 
+def _new_watcher(hub: Any, fd: int, events: int) -> Any:
+    try:
+        cache = hub.psycogreen_watchers
+    except AttributeError:
+        cache = hub.psycogreen_watchers = {}
+    watcher = cache[(fd << 2) | events] = hub.loop.io(fd, events)
+    return watcher
+
+
 class GeventWaiter:
     name = "gevent"
 
     def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
         hub = get_hub()
         try:
-            cache = hub.psycogreen_watchers
-        except AttributeError:
-            cache = hub.psycogreen_watchers = {}
-        key = (fd << 2) | events
-        watcher = cache.get(key)
-        if watcher is None:
-            watcher = cache[key] = hub.loop.io(fd, events)
-        switch = getcurrent().switch
+            watcher = hub.psycogreen_watchers[(fd << 2) | events]
+        except (AttributeError, KeyError):
+            watcher = _new_watcher(hub, fd, events)
         if timeout is None:
-            watcher.start(switch, events)
+            # The hot path: one cached watcher, one switch to the hub and back.
+            watcher.start(getcurrent().switch, events)
             try:
                 return hub.switch()  # type: ignore[no-any-return]
             finally:
                 watcher.stop()
+        switch = getcurrent().switch
         timer = hub.loop.timer(max(timeout, 0.0))
         watcher.start(switch, events)
         timer.start(switch, 0)
