@@ -54,14 +54,15 @@ def _enter(conn: Any) -> bool:
     owner = conn._pg_owner
     if owner is None:
         conn._pg_owner = me
-        conn._pg_thread = _thread_of(me)
         conn._pg_depth = 1
         conn._pg_pending = None
         return True
     if owner is me:
         conn._pg_depth += 1
         return True
-    if conn._pg_thread is not _thread_of(me):
+    # Only on a conflict: which OS thread each greenlet belongs to (a walk up its parents, which
+    # the per-query path need not pay).
+    if _thread_of(owner) is not _thread_of(me):
         return False
     raise ConcurrentUseError(
         f"connection is already in use by {owner!r}; a connection carries one conversation at a "
