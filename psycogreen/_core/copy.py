@@ -13,13 +13,14 @@ connection. Server errors are raised as the psycopg2 error class psycopg2 itself
 from __future__ import annotations
 
 import ctypes
+import time
 from typing import Any, Callable, Optional
 
 import psycopg2
 import psycopg2.errors
 
 from .. import _libpq
-from . import READ, READ_WRITE, PQGen
+from . import READ, WRITE, PQGen
 from .generators import cancel_nonblocking
 
 __all__ = [
@@ -30,6 +31,12 @@ __all__ = [
     "fetch_result",
     "send_query",
 ]
+
+#: Longest stretch (seconds) a copy runs without giving other greenlets a turn when the socket
+#: never makes it wait (loopback, fast server).
+TURN = 0.002
+
+_monotonic = time.monotonic
 
 PG_DIAG_SQLSTATE = ord("C")
 PG_DIAG_MESSAGE_PRIMARY = ord("M")
@@ -131,7 +138,9 @@ def send_query(ptr: int, sql: bytes) -> PQGen[None]:
 
 
 def flush(ptr: int) -> PQGen[None]:
-    """Send what libpq buffered. Reading while we wait keeps a chatty server from deadlocking us."""
+    """Send what libpq buffered, waiting for writability only (waiters report the events asked
+    for, not the ones that happened, and eventlet's waits on one direction); reading whatever
+    arrived after each wait keeps a chatty server from deadlocking us."""
     lib = _libpq.lib
     fd = lib.PQsocket(ptr)
     while True:
@@ -140,8 +149,8 @@ def flush(ptr: int) -> PQGen[None]:
             return
         if rv < 0:
             raise psycopg2.OperationalError(_libpq.error_message(ptr))
-        ready = yield fd, READ_WRITE
-        if ready & READ and not lib.PQconsumeInput(ptr):
+        yield fd, WRITE
+        if not lib.PQconsumeInput(ptr):
             raise psycopg2.OperationalError(_libpq.error_message(ptr))
 
 
@@ -241,6 +250,12 @@ def copy(
             outcome.direction = "out"
             yield from _copy_out(ptr, sink, control, outcome)
     error = yield from drain_results(ptr, outcome)
+    if control is not None and control.interrupt is not None:
+        # Interrupted and cancelled: the server's "canceling statement" is the expected answer, and
+        # raising it would tell the driver the connection broke. The interrupt is the story.
+        outcome.error = control.interrupt
+        outcome.server_error = first_error or error
+        return outcome
     if first_error is not None:
         raise first_error
     if misuse is not None:
@@ -256,6 +271,7 @@ def _copy_in(ptr: int, source: Source, control: Any, outcome: CopyOutcome) -> PQ
     lib = _libpq.lib
     put = lib.PQputCopyData
     fd = lib.PQsocket(ptr)
+    next_turn = _monotonic() + TURN
     while True:
         if control is not None and control.interrupt is not None:
             outcome.error = control.interrupt
@@ -273,11 +289,14 @@ def _copy_in(ptr: int, source: Source, control: Any, outcome: CopyOutcome) -> PQ
                 break
             if rv < 0:
                 raise psycopg2.OperationalError(_libpq.error_message(ptr))
-            ready = yield fd, READ_WRITE  # 0: libpq's buffer is full, wait for the socket
-            if ready & READ:
-                lib.PQconsumeInput(ptr)
+            yield fd, WRITE  # 0: libpq's buffer is full, wait for the socket
+            lib.PQconsumeInput(ptr)
         if lib.PQflush(ptr) == 1:
             yield from flush(ptr)
+        elif _monotonic() >= next_turn:
+            # Loopback sockets are always writable: without this the hub would starve.
+            yield fd, WRITE
+            next_turn = _monotonic() + TURN
     if outcome.error is None:
         rv = lib.PQputCopyEnd(ptr, None)
     else:
@@ -305,6 +324,8 @@ def _copy_out(ptr: int, sink: Sink, control: Any, outcome: CopyOutcome) -> PQGen
     buf = ctypes.c_void_p()
     pbuf = ctypes.byref(buf)
     fd = lib.PQsocket(ptr)
+    rows = 0
+    next_turn = _monotonic() + TURN
     while True:
         n = get(ptr, pbuf, 1)
         if n > 0:
@@ -315,6 +336,16 @@ def _copy_out(ptr: int, sink: Sink, control: Any, outcome: CopyOutcome) -> PQGen
             except BaseException as e:  # noqa: BLE001 - reported in the outcome once drained
                 outcome.error = e
                 break
+            rows += 1
+            if not rows & 63 and _monotonic() >= next_turn:
+                # A fast server keeps libpq's buffer full: give the hub a turn now and then
+                # (waiting for writability returns at once; waiting for reads could wait forever
+                # for data that is already buffered).
+                yield fd, WRITE
+                next_turn = _monotonic() + TURN
+                if control is not None and control.interrupt is not None:
+                    outcome.error = control.interrupt
+                    break
         elif n == 0:
             yield fd, READ
             if control is not None and control.interrupt is not None:

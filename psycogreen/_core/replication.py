@@ -18,7 +18,7 @@ from typing import Optional
 import psycopg2
 
 from .. import _libpq
-from . import READ, PQGen
+from . import WRITE, PQGen
 from .copy import error_from_result, fetch_result, flush, send_query
 
 __all__ = ["ReplState", "RawMessage", "read_message", "send_feedback", "start"]
@@ -117,7 +117,8 @@ def send_feedback(ptr: int, st: ReplState, reply: bool = False) -> PQGen[None]:
             break
         if rv < 0:
             raise psycopg2.OperationalError(_libpq.error_message(ptr))
-        yield fd, READ | 2
+        yield fd, WRITE
+        lib.PQconsumeInput(ptr)
     yield from flush(ptr)
     st.last_feedback = st.last_io = time.time()
 
