@@ -238,6 +238,7 @@ lc.close()
 # 10. replication: a consumer in one greenlet while others write
 step("10")
 slot = f"psycogreen_{kit.FRAMEWORK}"
+TABLE = f"repl_t_{kit.FRAMEWORK}"
 rc = psycopg2.connect(kit.DSN, connection_factory=psycopg2.extras.LogicalReplicationConnection)
 rcur = rc.cursor()
 mon.cursor().execute(
@@ -247,13 +248,13 @@ rcur.create_replication_slot(slot, output_plugin="test_decoding")
 try:
     wc = psycopg2.connect(kit.DSN)
     wc.autocommit = True
-    wc.cursor().execute("create table if not exists repl_t_%s (id int)" % kit.FRAMEWORK)
+    wc.cursor().execute(f"create table if not exists {TABLE} (id int)")
 
     def writer(base: int) -> None:
         w = psycopg2.connect(kit.DSN)
         w.autocommit = True
         for i in range(5):
-            w.cursor().execute("insert into repl_t_%s values (%%s)" % kit.FRAMEWORK, (base + i,))
+            w.cursor().execute(f"insert into {TABLE} values (%s)", (base + i,))
             kit.sleep(0.02)
         w.close()
 
@@ -294,7 +295,7 @@ try:
         t0 = time.monotonic()
         kit.kill(fg)
         out["repl_kill_s"] = time.monotonic() - t0
-    wc.cursor().execute("drop table repl_t_%s" % kit.FRAMEWORK)
+    wc.cursor().execute(f"drop table {TABLE}")
     wc.close()
 finally:
     rc.close()
