@@ -148,9 +148,10 @@ class _Meta:
 class _Client:
     """A client waiting for a connection; it owns its Event, so it is woken alone and in order."""
 
-    __slots__ = ("event", "meta", "error", "gone")
+    __slots__ = ("event", "meta", "error", "gone", "since")
 
     def __init__(self, event: Any) -> None:
+        self.since = _monotonic()
         self.event = event
         self.meta: Optional[_Meta] = None
         self.error: Optional[BaseException] = None
@@ -392,12 +393,7 @@ class ConnectionPool:
             assert meta is not None
             if self._prepare(meta):
                 break
-        now = _monotonic()
-        meta.out_since = now
-        if waited:
-            with self._lock:
-                stats["requests_waiting"] = stats.get("requests_waiting", 0) + 1
-                stats["requests_wait_ms"] = stats.get("requests_wait_ms", 0) + int((now - t0) * 1000)
+        meta.out_since = _monotonic()
         return meta.conn
 
     def putconn(self, conn: Any) -> None:
@@ -541,6 +537,9 @@ class ConnectionPool:
             # handed over meanwhile goes to the next client, never with this one.
             self._abandon(client)
             raise
+        meta = client.meta
+        if meta is not None:
+            return meta  # set under the lock before the event; only this client takes it back
         with self._lock:
             meta = client.meta
             if meta is None:
@@ -666,6 +665,10 @@ class ConnectionPool:
                 continue
             client.meta = meta
             client.event.set()
+            stats = self._stats
+            stats["requests_waiting"] = stats.get("requests_waiting", 0) + 1
+            waited_ms = int((_monotonic() - client.since) * 1000)
+            stats["requests_wait_ms"] = stats.get("requests_wait_ms", 0) + waited_ms
             return True
         self._idle.append(meta)
         return False
