@@ -365,15 +365,16 @@ class ConnectionPool:
             timeout = self.timeout
         t0 = _monotonic()
         deadline = t0 + timeout
-        waited = False
+        counted = False
         stats = self._stats
         while True:
             client = None
             meta: Optional[_Meta] = None
             with self._lock:
                 self._require_open()
-                if not waited:
+                if not counted:
                     stats["requests_num"] = stats.get("requests_num", 0) + 1
+                    counted = True
                 if self._idle and not self._clients:
                     meta = self._idle.pop()
                 if meta is None:
@@ -388,7 +389,6 @@ class ConnectionPool:
                     if self._nconns < self._max_size and self._connecting < len(self._clients):
                         self._start_connect_locked()
             if client is not None:
-                waited = True
                 meta = self._wait_for(client, deadline, timeout)
             assert meta is not None
             if self._prepare(meta):

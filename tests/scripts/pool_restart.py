@@ -33,7 +33,8 @@ stop_at = time.monotonic() + 6.0
 
 
 def client(i: int) -> None:
-    while time.monotonic() < stop_at:
+    # Until 6 s from the start, and at least 3 s after the server is back.
+    while time.monotonic() < stop_at or not restarted_at[0] or time.monotonic() < restarted_at[0] + 3.0:
         try:
             with pool.connection() as c:
                 c.cursor().execute("select pg_sleep(0.01)")

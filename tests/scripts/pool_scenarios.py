@@ -79,8 +79,10 @@ def fifo() -> None:
     pool.wait(10)
     first = pool.getconn()
     order: list[int] = []
+    arrived: list[int] = []
 
     def client(i: int) -> None:
+        arrived.append(i)  # no switch between this and joining the queue
         with pool.connection(timeout=20) as c:
             order.append(i)
             c.cursor().execute("select 1")
@@ -88,12 +90,12 @@ def fifo() -> None:
     gs = []
     for i in range(12):
         gs.append(kit.spawn(client, i))
-        kit.sleep(0.03)  # enqueue in a known order
+        kit.sleep(0.05)  # enqueue one at a time
     pool.putconn(first)
     kit.joinall(gs, timeout=30)
     for g in gs:
         kit.result(g)
-    kit.emit(order=order, stats=pool.get_stats())
+    kit.emit(order=order, arrived=arrived, stats=pool.get_stats())
     pool.close()
 
 
@@ -196,6 +198,8 @@ def terminate() -> None:
 
     gs = [kit.spawn(client, i) for i in range(20)]
     kit.joinall(gs, timeout=30)
+    pool.check()  # any terminated connection the clients did not happen to draw is replaced too
+    settle(pool, lambda: len(pids(mon)) == 4)
     after = set(pids(mon))
     kit.emit(
         failures=failures,
