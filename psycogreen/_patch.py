@@ -74,9 +74,13 @@ def _make_waiter(framework: str) -> Any:
         from ._waiters.eventlet import EventletWaiter
 
         return EventletWaiter()
-    if framework in ("threads", "asyncio"):
-        # asyncio: code inside psycogreen.aio's bridge waits on the loop through the bridge
-        # greenlet's own waiter; anything else waits in its thread.
+    if framework == "asyncio":
+        # Code inside psycogreen.aio's bridge waits on the loop through the bridge greenlet's own
+        # waiter; anything else waits in its thread, with a warning if that thread runs a loop.
+        from ._waiters.loop import LoopGuardWaiter
+
+        return LoopGuardWaiter()
+    if framework == "threads":
         from ._waiters.blocking import BlockingWaiter
 
         return BlockingWaiter()

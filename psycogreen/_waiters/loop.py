@@ -1,0 +1,52 @@
+"""``patch("asyncio")``: psycopg2 outside the bridge, in a process that runs an event loop.
+
+Code inside :mod:`psycogreen.aio` (``run_sync``, ``AsyncConnection``, the async pool) waits on the loop
+through its bridge greenlet's own waiter. Everything else waits in its own thread, blocking, which is
+right for worker threads (``asyncio.to_thread``, executors) — but a psycopg2 call made directly on the
+event loop's thread blocks *every* task until the server answers. That still has to work (libraries
+do it at import or start-up time), so it waits correctly, and the first time it happens it says so
+with a warning that names the fix, instead of freezing the loop silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import warnings
+from typing import Optional
+
+import sniffio
+
+from .blocking import BlockingWaiter
+
+logger = logging.getLogger("psycogreen.aio")
+
+_get_running_loop = asyncio._get_running_loop
+_sniffio_local = sniffio.thread_local
+
+MESSAGE = (
+    "psycopg2 waited for the server on the event loop's thread, outside psycogreen.aio: the whole "
+    "loop was blocked until the server answered (every other task stalled). Run such code with "
+    "`await psycogreen.aio.run_sync(fn, *args)` or use psycogreen.aio.connect(); sync code meant to "
+    "block belongs in a worker thread (asyncio.to_thread). This warning is shown once."
+)
+
+
+class LoopGuardWaiter(BlockingWaiter):
+    """Blocking waits, with a one-time warning when they happen on a running event loop's thread."""
+
+    name = "asyncio"
+    warned = False
+
+    def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
+        if not self.warned and (_sniffio_local.name is not None or _get_running_loop() is not None):
+            LoopGuardWaiter.warned = True
+            logger.warning("%s", MESSAGE)
+            warnings.warn(MESSAGE, RuntimeWarning, stacklevel=2)
+        return BlockingWaiter.wait_fd(self, fd, events, timeout, shield)
+
+    def forget_fd(self, fd: int) -> None:
+        bridge = sys.modules.get("psycogreen._waiters.bridge")
+        if bridge is not None:
+            bridge.forget_fd(fd)
