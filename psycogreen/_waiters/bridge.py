@@ -288,6 +288,19 @@ async def _drive_asyncio(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: 
     return result
 
 
+async def _await_shielded(aw: Any) -> tuple[Any, Optional[BaseException]]:
+    """Await ``aw`` to the end despite cancellations of the task; return (value, a cancellation)."""
+    inner = asyncio.ensure_future(aw)
+    cancel: Optional[BaseException] = None
+    while True:
+        try:
+            return await asyncio.shield(inner), cancel
+        except _CancelledError as e:
+            if inner.cancelled():
+                raise
+            cancel = e
+
+
 async def _wait_asyncio_shielded(
     loop: asyncio.AbstractEventLoop, fd: int, events: int, timeout: Optional[float]
 ) -> tuple[int, Optional[BaseException]]:
@@ -323,6 +336,7 @@ async def _wait_asyncio_shielded(
                     loop.remove_writer(fd)
                 if timer is not None:
                     timer.cancel()
+    return 0, cancel  # only if the scope swallowed an exception: report "not ready"
 
 
 async def _call_anyio(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any, shield: bool) -> Any:

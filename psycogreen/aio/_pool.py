@@ -97,7 +97,8 @@ class ConnectionPool:
         try:
             yield AsyncConnection(raw)
         except BaseException as e:
-            if not await call_shielded(cm.__exit__, type(e), e, e.__traceback__):
+            exit_: Callable[..., Any] = cm.__exit__
+            if not await call_shielded(exit_, type(e), e, e.__traceback__):
                 raise
         else:
             await call_shielded(cm.__exit__, None, None, None)
