@@ -151,7 +151,8 @@ def main() -> None:
                 driver, "psycopg 3 copy() + gevent"
             )
             print(
-                f"| {name} | {width} (~{WIDTHS[width] + 8} B) | {r['in']:.0f} | {rin} | {r['out']:.0f} | {rout} |"
+                f"| {name} | {width} (~{WIDTHS[width] + 8} B) "
+                f"| {r['in']:.0f} | {rin} | {r['out']:.0f} | {rout} |"
             )
 
 
