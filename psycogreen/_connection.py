@@ -201,14 +201,35 @@ class GreenCursorMixin(ext.cursor):  # type: ignore[misc]
     __slots__ = ()
 
     def execute(self, query: Any, vars: Any = None) -> None:
+        # The busiest method of all, so the common case (connection free, nothing parked) has
+        # _enter()/_leave() inlined and calls the C method directly: in any class built by
+        # green_cursor_class() this mixin comes right before ext.cursor in the MRO, so that *is*
+        # what super() would find. Everything else takes the general path.
         conn = self.connection
-        entered = _enter(conn)
+        if conn._pg_owner is not None or conn._pg_pending is not None:
+            entered = _enter(conn)
+            try:
+                _cursor_execute(self, query, vars)
+            except BaseException as e:
+                _leave(conn, entered, e)
+                raise
+            _leave(conn, entered)
+            return
+        conn._pg_owner = _getcurrent()
+        conn._pg_depth = 1
         try:
-            super().execute(query, vars)
+            _cursor_execute(self, query, vars)
         except BaseException as e:
-            _leave(conn, entered, e)
+            _leave(conn, True, e)
             raise
-        _leave(conn, entered)
+        conn._pg_depth = 0
+        conn._pg_owner = None
+        if conn._pg_pending is not None:  # an interrupt parked by the wait callback
+            conn._pg_depth = 1
+            _leave(conn, True)
+
+
+_cursor_execute = ext.cursor.execute
 
 
 _install_guards(GreenCursorMixin, ("executemany", "callproc"))
