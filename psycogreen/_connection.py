@@ -205,7 +205,7 @@ class GreenCursorMixin(ext.cursor):  # type: ignore[misc]
         # _enter()/_leave() inlined and calls the C method directly: in any class built by
         # green_cursor_class() this mixin comes right before ext.cursor in the MRO, so that *is*
         # what super() would find. Everything else takes the general path.
-        conn = self.connection
+        conn: Any = self.connection
         if conn._pg_owner is not None or conn._pg_pending is not None:
             entered = _enter(conn)
             try:
