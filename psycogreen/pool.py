@@ -234,6 +234,9 @@ class ConnectionPool:
         self._sched_seq = itertools.count()
         self._sched_event: Any = None
         self._sched_running = False
+        self._sched_wake_at = 0.0  # when the running scheduler means to wake next
+        # (deadline, seq, client) of waiting clients; entries of served clients are dropped lazily.
+        self._expiry: list[tuple[float, int, _Client]] = []
         self._stats: dict[str, int] = {}
         self._safe = safe_conninfo(conninfo, self.kwargs)
         if open:
@@ -325,6 +328,7 @@ class ConnectionPool:
             self._nconns -= len(idle)
             clients = list(self._clients)
             self._clients.clear()
+            self._expiry.clear()
             self._jobs.clear()
             self._sched.clear()
             sched_event = self._sched_event
@@ -386,6 +390,7 @@ class ConnectionPool:
                         )
                     client = _Client(current_waiter().Event())
                     self._clients.append(client)
+                    self._expire_at_locked(client, deadline)
                     if self._nconns < self._max_size and self._connecting < len(self._clients):
                         self._start_connect_locked()
             if client is not None:
@@ -531,7 +536,9 @@ class ConnectionPool:
 
     def _wait_for(self, client: _Client, deadline: float, timeout: float) -> _Meta:
         try:
-            client.event.wait(max(0.0, deadline - _monotonic()))
+            # No timeout here: the scheduler wakes clients whose deadline passed (see
+            # _expire_at_locked) — one timer for all waiting clients instead of one each.
+            client.event.wait()
         except BaseException:
             # Killed while waiting (GreenletExit, gevent.Timeout, KeyboardInterrupt...): a connection
             # handed over meanwhile goes to the next client, never with this one.
@@ -784,12 +791,47 @@ class ConnectionPool:
             current_waiter().spawn(_worker, weakref.ref(self))
 
     def _schedule_locked(self, delay: float, job: Callable[[ConnectionPool], None]) -> None:
-        heapq.heappush(self._sched, (_monotonic() + delay, next(self._sched_seq), job))
-        if self._sched_running:
-            self._sched_event.set()
-        else:
+        when = _monotonic() + delay
+        heapq.heappush(self._sched, (when, next(self._sched_seq), job))
+        self._wake_scheduler_locked(when)
+
+    def _expire_at_locked(self, client: _Client, deadline: float) -> None:
+        """Have the scheduler time ``client`` out at ``deadline`` unless it is served first."""
+        expiry = self._expiry
+        if len(expiry) > 2 * len(self._clients) + 256:
+            # Drop the entries of clients served long ago (bounded memory, amortised O(1)).
+            expiry[:] = [e for e in expiry if e[2].meta is None and not e[2].gone]
+            heapq.heapify(expiry)
+        heapq.heappush(expiry, (deadline, next(self._sched_seq), client))
+        self._wake_scheduler_locked(deadline)
+
+    def _wake_scheduler_locked(self, when: float) -> None:
+        if not self._sched_running:
             self._sched_running = True
+            self._sched_wake_at = when
             current_waiter().spawn(_scheduler, weakref.ref(self), self._sched_event)
+        elif when < self._sched_wake_at:
+            self._sched_wake_at = when
+            self._sched_event.set()
+
+    def _expire_clients_locked(self, now: float) -> float:
+        """Time out the clients whose deadline passed; return the next live client's deadline."""
+        expiry = self._expiry
+        while expiry:
+            deadline, _, client = expiry[0]
+            if client.meta is not None or client.gone:
+                heapq.heappop(expiry)  # served or gone already
+            elif deadline <= now:
+                heapq.heappop(expiry)
+                client.gone = True
+                try:
+                    self._clients.remove(client)
+                except ValueError:
+                    pass
+                client.event.set()
+            else:
+                return deadline
+        return float("inf")
 
     def _sweep_period(self) -> float:
         return min(30.0, max(0.05, min(self.max_idle, self.max_lifetime) / 4))
@@ -887,16 +929,18 @@ def _scheduler(ref: weakref.ReferenceType[ConnectionPool], event: Any) -> None:
         if pool is None:
             return
         with pool._lock:
-            if pool._closed or not pool._sched:
+            now = _monotonic()
+            next_client = pool._expire_clients_locked(now)
+            if pool._closed or (not pool._sched and next_client == float("inf")):
                 pool._sched_running = False
                 return
-            now = _monotonic()
             while pool._sched and pool._sched[0][0] <= now:
                 pool._run_locked(heapq.heappop(pool._sched)[2])
-            delay = pool._sched[0][0] - now if pool._sched else 5.0
+            wake_at = min(next_client, pool._sched[0][0] if pool._sched else now + 5.0, now + 5.0)
+            pool._sched_wake_at = wake_at
             event.clear()
         del pool
-        event.wait(min(delay, 5.0))
+        event.wait(max(0.0, wake_at - now))
 
 
 def _close_quietly(conn: Any) -> None:
