@@ -37,8 +37,9 @@ def setup(dsn: str) -> None:
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     cur = conn.cursor()
-    cur.execute("select count(*) from pg_class where relname = 'pool_bench_accounts'")
-    if not cur.fetchone()[0]:
+    cur.execute("select to_regclass('pool_bench_accounts') is not null")
+    row = cur.fetchone()
+    if not (row and row[0]):
         cur.execute("create table pool_bench_accounts (aid int primary key, abalance int not null default 0)")
         cur.execute("insert into pool_bench_accounts (aid) select generate_series(1, %s)", (ROWS,))
         cur.execute("analyze pool_bench_accounts")
@@ -142,45 +143,50 @@ def pct(values: list[float], p: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dsn", required=True)
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=5.0, help="per system, over all rounds")
+    ap.add_argument("--rounds", type=int, default=5, help="systems alternate, to share the noise")
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--conns", type=int, default=10)
     args = ap.parse_args()
     psycogreen.patch("gevent")
     setup(args.dsn)
-    rows: list[tuple[str, int, int, tuple[int, list[float]] | None]] = []
-    # A short warm-up so the first system does not pay for cold caches.
-    bench_dedicated(args.dsn, args.conns, 0.5)
-    rows.append(
-        ("dedicated connections", args.conns, args.conns, bench_dedicated(args.dsn, args.conns, args.seconds))
-    )
-    rows.append(
+    slot = args.seconds / args.rounds
+    systems: list[tuple[str, int, Callable[[], tuple[int, list[float]] | None]]] = [
+        ("dedicated connections", args.conns, lambda: bench_dedicated(args.dsn, args.conns, slot)),
         (
             "psycogreen.pool.ConnectionPool",
             args.clients,
-            args.conns,
-            bench_psycogreen(args.dsn, args.clients, args.conns, args.seconds),
-        )
-    )
-    rows.append(
+            lambda: bench_psycogreen(args.dsn, args.clients, args.conns, slot),
+        ),
         (
             "psycopg_pool (psycopg 3, gevent-patched)",
             args.clients,
-            args.conns,
-            bench_psycopg_pool(args.dsn, args.clients, args.conns, args.seconds),
-        )
+            lambda: bench_psycopg_pool(args.dsn, args.clients, args.conns, slot),
+        ),
+    ]
+    bench_dedicated(args.dsn, args.conns, 0.5)  # warm-up: caches, first connections
+    totals: dict[str, tuple[int, list[float]] | None] = {name: (0, []) for name, _, _ in systems}
+    for _ in range(args.rounds):
+        for name, _, fn in systems:
+            res = fn()
+            acc = totals[name]
+            totals[name] = None if res is None or acc is None else (acc[0] + res[0], acc[1] + res[1])
+    base_res = totals[systems[0][0]]
+    base = base_res[0] / args.seconds if base_res else 1.0
+    print(
+        f"\nPoint selects (pgbench -S style), gevent, {args.seconds:g} s per system in {args.rounds} "
+        f"alternating rounds, psycogreen {psycogreen.__version__}\n"
     )
-    base = rows[0][3][0] / args.seconds if rows[0][3] else 1.0
-    print(f"\nPoint selects, {args.seconds:g} s per system, gevent, psycogreen {psycogreen.__version__}\n")
     print("| system | greenlets | connections | ops/s | vs dedicated | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, clients, conns, res in rows:
+    for name, clients, _ in systems:
+        res = totals[name]
         if res is None:
-            print(f"| {name} | {clients} | {conns} | n/a | | | |")
+            print(f"| {name} | {clients} | {args.conns} | n/a | | | |")
             continue
         ops = res[0] / args.seconds
         print(
-            f"| {name} | {clients} | {conns} | {ops:,.0f} | {ops / base:.2f}x | "
+            f"| {name} | {clients} | {args.conns} | {ops:,.0f} | {ops / base:.2f}x | "
             f"{pct(res[1], 0.5):.2f} | {pct(res[1], 0.99):.2f} |"
         )
 
