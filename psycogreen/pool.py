@@ -167,9 +167,6 @@ class ConnectionPool:
     #: A connection idle longer than this (seconds) gets a ``select 1`` round trip on checkout;
     #: fresher ones only get a non-blocking read of their socket (which sees terminated backends).
     stale_after: float = 2.0
-    #: After handing a returned connection to a waiting client, yield (``sleep(0)``) so that client
-    #: runs next. Under heavy contention this keeps connections busy (see bench/pool_bench.py).
-    yield_on_handover: bool = False
     _reuse = True
 
     def __init__(
@@ -410,8 +407,13 @@ class ConnectionPool:
         meta = self._owned.get(id(conn))
         if meta is None or meta.conn is not conn:
             raise ValueError(f"putconn(): the connection {conn!r} does not belong to pool {self.name!r}")
+        if not meta.out_since:
+            raise ValueError(
+                f"putconn(): the connection {conn!r} was already returned to pool {self.name!r}; "
+                "return each connection once"
+            )
         now = _monotonic()
-        usage = int((now - meta.out_since) * 1000) if meta.out_since else 0
+        usage = int((now - meta.out_since) * 1000)
         meta.out_since = 0.0
         if conn.closed:
             ok = False
@@ -438,20 +440,15 @@ class ConnectionPool:
             self._discard(meta)
             return
         meta.returned_at = now
-        handed = False
         with self._lock:
             self._stats["usage_ms"] = self._stats.get("usage_ms", 0) + usage
             if self._closed or self._nconns > self._max_size:
                 to_close = True
             else:
                 to_close = False
-                handed = self._hand_over_locked(meta)
+                self._hand_over_locked(meta)
         if to_close:
             self._discard(meta)
-        elif handed and self.yield_on_handover:
-            # Let the client just woken run now, so the connection goes back to work at once
-            # instead of idling until every other ready green thread has had its turn.
-            current_waiter().sleep(0)
 
     def resize(self, min_size: int, max_size: Optional[int] = None) -> None:
         """Change the sizes; the pool grows at once and shrinks as connections come back or idle."""

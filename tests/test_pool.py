@@ -90,6 +90,17 @@ def test_putconn_foreign_connection(pool: ConnectionPool, dsn: str) -> None:
         other.close()
 
 
+def test_putconn_twice_is_refused(pool: ConnectionPool) -> None:
+    c = pool.getconn()
+    pool.putconn(c)
+    with pytest.raises(ValueError, match="already returned"):
+        pool.putconn(c)
+    a, b = pool.getconn(), pool.getconn()
+    assert a is not b
+    pool.putconn(a)
+    pool.putconn(b)
+
+
 def test_stats_repr_and_pop(pool: ConnectionPool) -> None:
     with pool.connection():
         r = repr(pool)
