@@ -96,7 +96,8 @@ class GreenReplicationMixin:
         entered = _enter(conn)
         try:
             ptr = _libpq.pgconn(conn)
-            _wait.drive(_repl.start(ptr, sql), conn)
+            control = _wait.Control()
+            _wait.drive(_repl.start(ptr, sql, control), conn, control=control)
             st = _repl.ReplState()
             st.status_interval = float(status_interval)
             st.decode = bool(decode)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import ctypes
 import struct
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import psycopg2
 
 from .. import _libpq
-from . import WRITE, PQGen
+from . import READ, WRITE, PQGen
 from .copy import error_from_result, fetch_result, flush, send_query
 
 __all__ = ["ReplState", "RawMessage", "read_message", "send_feedback", "start"]
@@ -76,8 +76,12 @@ class RawMessage:
         self.payload = payload
 
 
-def start(ptr: int, command: bytes) -> PQGen[None]:
-    """Send ``START_REPLICATION ...`` and wait until the server enters CopyBoth mode."""
+def start(ptr: int, command: bytes, control: Any = None) -> PQGen[None]:
+    """Send ``START_REPLICATION ...`` and wait until the server enters CopyBoth mode.
+
+    If the driver interrupted us (and cancelled the command), the server's answer is expected and
+    not raised: the driver re-raises the interrupt itself.
+    """
     lib = _libpq.lib
     yield from send_query(ptr, command)
     res = yield from fetch_result(ptr)
@@ -89,6 +93,10 @@ def start(ptr: int, command: bytes) -> PQGen[None]:
     finally:
         lib.PQclear(res)
     if status == _libpq.PGRES_COPY_BOTH:
+        if control is not None and control.interrupt is not None:
+            end_copy(ptr)  # interrupted just as streaming began: leave CopyBoth again
+            while (yield from _drain_copy_both(ptr)):
+                pass
         return
     # Not a streaming command: finish it like psycopg2 would and report.
     while True:
@@ -96,6 +104,8 @@ def start(ptr: int, command: bytes) -> PQGen[None]:
         if not more:
             break
         lib.PQclear(more)
+    if control is not None and control.interrupt is not None:
+        return
     if error is not None:
         raise error
     raise psycopg2.ProgrammingError(
@@ -187,6 +197,28 @@ def read_message(ptr: int, st: ReplState) -> PQGen[Optional[RawMessage]]:
                 yield from send_feedback(ptr, st)
             continue
         raise psycopg2.OperationalError("unrecognized replication message type")
+
+
+def _drain_copy_both(ptr: int) -> PQGen[bool]:
+    """Read and discard until libpq has no more results; True while something was read."""
+    lib = _libpq.lib
+    buf = ctypes.c_void_p()
+    fd = lib.PQsocket(ptr)
+    while True:
+        n = lib.PQgetCopyData(ptr, ctypes.byref(buf), 1)
+        if n > 0:
+            lib.PQfreemem(buf)
+        elif n == 0:
+            yield fd, READ
+            if not lib.PQconsumeInput(ptr):
+                raise psycopg2.OperationalError(_libpq.error_message(ptr))
+        else:
+            break
+    res = yield from fetch_result(ptr)
+    if not res:
+        return False
+    lib.PQclear(res)
+    return True
 
 
 def end_copy(ptr: int) -> None:
