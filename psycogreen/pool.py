@@ -11,9 +11,11 @@ All the logic lives in :class:`ConnectionPool`, a plain synchronous class. It ne
 eventlet or blocking ``threading`` primitives: every wait goes through the primitives of
 ``psycogreen._wait.current_waiter()``, resolved *at call time*:
 
-- ``Event()`` — each waiting client gets its own and blocks only in ``Event.wait(timeout)``;
-- ``spawn(fn, *args)`` — background workers (connect, replace, shrink), started on demand and
-  finished when there is nothing left to do;
+- ``Event()`` — each waiting client gets its own and blocks only in ``Event.wait()``; the pool's
+  scheduler (one background task, itself waiting in ``Event.wait(timeout)``) sets the events of
+  clients whose deadline passed, so there is one timer for all waiting clients, not one each;
+- ``spawn(fn, *args)`` — background workers (connect, replace, shrink) and the scheduler, started
+  on demand and finished when there is nothing left to do;
 - ``sleep(seconds)`` — only in ``close()`` while workers finish;
 - ``Lock()`` — taken once, at construction. It guards *decisions only*: no I/O and no wait ever
   happens while it is held, so it never switches green threads and any lock that is safe for OS
