@@ -58,7 +58,7 @@ def test_server_restart_under_load_recovers(run_script: RunScript, framework: st
     assert out["reconnect_failed"] == 0, out
 
 
-@pytest.mark.parametrize("framework", ["gevent", "threads"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_lifetime_and_idle_recycling(run_script: RunScript, framework: str) -> None:
     out = run_script("pool_scenarios.py", framework, "recycle")
     assert out["grown"] == 6, out
@@ -67,14 +67,14 @@ def test_lifetime_and_idle_recycling(run_script: RunScript, framework: str) -> N
     assert out["size"] >= 1, out
 
 
-@pytest.mark.parametrize("framework", ["gevent", "eventlet"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_resize(run_script: RunScript, framework: str) -> None:
     out = run_script("pool_scenarios.py", framework, "resize")
     assert out["grew"] and out["at_max"] == 8 and out["shrank"], out
     assert "min=1 max=1" in out["repr"], out
 
 
-@pytest.mark.parametrize("framework", ["gevent", "eventlet"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_close_with_connections_checked_out(run_script: RunScript, framework: str) -> None:
     out = run_script("pool_scenarios.py", framework, "close_out")
     assert out["waiter"].startswith("PoolClosed"), out
@@ -85,7 +85,7 @@ def test_close_with_connections_checked_out(run_script: RunScript, framework: st
     assert " closed " in out["repr"], out
 
 
-@pytest.mark.parametrize("framework", ["gevent", "eventlet"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_max_waiting(run_script: RunScript, framework: str) -> None:
     out = run_script("pool_scenarios.py", framework, "max_waiting")
     assert "max_waiting=2" in out["error"], out
