@@ -939,7 +939,18 @@ def _scheduler(ref: weakref.ReferenceType[ConnectionPool], event: Any) -> None:
             pool._sched_wake_at = wake_at
             event.clear()
         del pool
-        event.wait(max(0.0, wake_at - now))
+        try:
+            event.wait(max(0.0, wake_at - now))
+        except BaseException:
+            # Killed (e.g. gevent.killall at shutdown): waiting clients rely on this task to time
+            # them out, so hand the job to a new scheduler while the pool is open, then stop.
+            pool = ref()
+            if pool is not None:
+                with pool._lock:
+                    pool._sched_running = False
+                    if not pool._closed and (pool._clients or pool._sched):
+                        pool._wake_scheduler_locked(_monotonic())
+            raise
 
 
 def _close_quietly(conn: Any) -> None:
