@@ -270,8 +270,10 @@ def copy(
 def _copy_in(ptr: int, source: Source, control: Any, outcome: CopyOutcome) -> PQGen[None]:
     lib = _libpq.lib
     put = lib.PQputCopyData
+    consume = lib.PQconsumeInput
     fd = lib.PQsocket(ptr)
     next_turn = _monotonic() + TURN
+    ended_by_server = False
     while True:
         if control is not None and control.interrupt is not None:
             outcome.error = control.interrupt
@@ -288,22 +290,39 @@ def _copy_in(ptr: int, source: Source, control: Any, outcome: CopyOutcome) -> PQ
             if rv == 1:
                 break
             if rv < 0:
-                raise psycopg2.OperationalError(_libpq.error_message(ptr))
+                # The server left COPY mode (an error: bad row, terminated backend) or the
+                # connection broke: its answer, read below, says which.
+                ended_by_server = True
+                break
             yield fd, WRITE  # 0: libpq's buffer is full, wait for the socket
-            lib.PQconsumeInput(ptr)
+            consume(ptr)
+        if ended_by_server:
+            break
         if lib.PQflush(ptr) == 1:
             yield from flush(ptr)
         elif _monotonic() >= next_turn:
             # Loopback sockets are always writable: without this the hub would starve.
             yield fd, WRITE
             next_turn = _monotonic() + TURN
+            # Read what the server said meanwhile: an early error ends the copy now (libpq then
+            # refuses more data) instead of after the whole file was sent.
+            if not consume(ptr):
+                ended_by_server = True
+                break
+    if ended_by_server:
+        return  # the results say why (libpq reports a broken connection as a result too)
     if outcome.error is None:
         rv = lib.PQputCopyEnd(ptr, None)
     else:
         rv = lib.PQputCopyEnd(ptr, _abort_message(outcome.error))
     if rv < 0:
-        raise psycopg2.OperationalError(_libpq.error_message(ptr))
+        if lib.PQstatus(ptr) == CONNECTION_BAD:
+            raise psycopg2.OperationalError(_libpq.error_message(ptr))
+        return  # the server already ended the copy: the results say why
     yield from flush(ptr)
+
+
+CONNECTION_BAD = 1
 
 
 def _abort_message(exc: BaseException) -> bytes:
