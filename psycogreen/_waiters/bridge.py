@@ -99,7 +99,7 @@ def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Awaitable[T]:
     Not a coroutine function itself, so the hot path has one coroutine frame less.
     """
     if _sniffio_local.name is None and _get_running_loop() is not None:
-        return _call_asyncio(fn, args, kwargs, False)
+        return _drive_asyncio(fn, args, kwargs, False)
     return _call_anyio(fn, args, kwargs, False)
 
 
