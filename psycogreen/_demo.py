@@ -170,6 +170,47 @@ def timeout_demo(dsn: str) -> list[tuple[str, ...]]:
     return rows
 
 
+def pool_demo(dsn: str, clients: int = 200, size: int = 10) -> list[tuple[str, ...]]:
+    """Many greenlets share a small cooperative pool; some give up (timeouts) without leaking."""
+    from psycogreen.pool import ConnectionPool
+
+    bar = Bar(f"{clients} greenlets, {size} conns", clients)
+    gave_up = [0]
+    with ConnectionPool(dsn, min_size=size, max_size=size, timeout=10, name="demo") as pool:
+        pool.wait()
+
+        def work(n: int) -> None:
+            try:
+                # every 10th client is impatient: it gives up while waiting or mid-query
+                with gevent.Timeout(0.05 if n % 10 == 0 else None):
+                    with pool.connection() as conn:
+                        conn.cursor().execute("select pg_sleep(0.02)")
+            except gevent.Timeout:
+                gave_up[0] += 1
+            bar.step()
+
+        t0 = time.monotonic()
+        gevent.joinall([gevent.spawn(work, n) for n in range(clients)], raise_error=True)
+        elapsed = time.monotonic() - t0
+        stats = pool.get_stats()
+        mon = psycopg2.connect(dsn)
+        cur = mon.cursor()
+        cur.execute(
+            "select count(*) from pg_stat_activity where backend_type = 'client backend'"
+            " and pid <> pg_backend_pid()"
+        )
+        backends = cur.fetchone()[0]
+        mon.close()
+        return [
+            ("", "value"),
+            ("wall time", f"{elapsed:.2f} s"),
+            ("clients that gave up (timeouts)", str(gave_up[0])),
+            ("requests served by the pool", str(stats.get("requests_num", 0))),
+            ("server backends at the end", f"{backends} (pool max {size})"),
+            ("pool", repr(pool)),
+        ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dsn")
@@ -199,6 +240,8 @@ def main() -> int:
         )
         print("\n3. Timeouts cancel on the server and keep the connection (pg_sleep(10))")
         table(timeout_demo(dsn))
+        print("\n4. A cooperative pool: 200 greenlets share 10 connections")
+        table(pool_demo(dsn))
         print()
     return 0
 

@@ -24,3 +24,4 @@ def test_demo_runs(dsn: str) -> None:
     out = proc.stdout
     assert "20 greenlets" in out and "speed-up" in out
     assert "QueryTimeout" in out and "usable" in out
+    assert "cooperative pool" in out and "(pool max 10)" in out
