@@ -461,3 +461,26 @@ def test_notifies(dsn: str, threads_patched: str) -> None:
     finally:
         conn.close()
         other.close()
+
+
+def test_text_files_use_the_connection_encoding(pair: tuple[Any, Any]) -> None:
+    def scenario(conn: Any) -> Any:
+        conn.set_client_encoding("LATIN1")
+        cur = conn.cursor()
+        cur.execute("create temp table t (v text)")
+        cur.copy_from(io.StringIO("café\n"), "t")
+        cur.copy_from(io.BytesIO("naïve\n".encode("latin-1")), "t")
+        tout, bout = io.StringIO(), io.BytesIO()
+        cur.copy_to(tout, "t")
+        cur.copy_to(bout, "t")
+        res = (tout.getvalue(), bout.getvalue(), outcome(lambda: cur.copy_from(io.StringIO("€\n"), "t")))
+        conn.rollback()
+        conn.set_client_encoding("UTF8")
+        return res
+
+    expected, got = both(pair, scenario)
+    assert got[:2] == expected[:2]
+    assert got[0] == "café\nnaïve\n"
+    # what cannot be encoded fails like a failing file (see test_failing_file_...)
+    assert expected[2][1] == "QueryCanceled" and "UnicodeEncodeError" in expected[2][3]
+    assert got[2][1] == "UnicodeEncodeError"
