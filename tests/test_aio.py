@@ -566,3 +566,84 @@ async def test_blocking_call_on_loop_thread_warns_once(dsn: str) -> None:
         conn.close()
     # Worker threads block only themselves: no warning there.
     assert await anyio.to_thread.run_sync(_legacy_dao, dsn, 2) == [1, 2]
+
+
+async def test_terminated_backend_and_fd_reuse(dsn: str, amonitor: aio.AsyncConnection) -> None:
+    """libpq closes the socket of a broken connection itself; the next socket often reuses its fd
+    number. The loop must watch the new socket, not the memory of the old one."""
+    for _ in range(3):
+        victim = await aio.connect(dsn)
+        fd = victim.fileno()
+        pid = victim.get_backend_pid()
+        cur = victim.cursor()
+
+        async def kill_soon(pid: int = pid) -> None:
+            await _wait_active(amonitor, pid, "pg_sleep")
+            await amonitor.cursor().execute("select pg_terminate_backend(%s)", (pid,))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(kill_soon)
+            with pytest.raises(psycopg2.OperationalError):
+                await cur.execute("select pg_sleep(30)")
+        assert victim.closed
+        fresh = await aio.connect(dsn)  # very likely the same fd number
+        try:
+            fcur = fresh.cursor()
+            with anyio.fail_after(10):
+                await fcur.execute("select pg_sleep(0.05), %s", (fd,))
+                assert (await fcur.fetchone())[1] == fd
+        finally:
+            await fresh.close()
+            await victim.close()
+
+
+async def test_native_asyncio_timeout_and_wait_for(
+    anyio_backend: Any, aconn: aio.AsyncConnection, amonitor: aio.AsyncConnection
+) -> None:
+    if anyio_backend[0] != "asyncio":
+        pytest.skip("asyncio's own timeout helpers")
+    import asyncio
+
+    pid = aconn.get_backend_pid()
+    aconn.autocommit = True
+    cur = aconn.cursor()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await cur.execute("select pg_sleep(30)")
+    await _wait_idle(amonitor, pid)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(cur.execute("select pg_sleep(30)"), 0.3)
+    await _wait_idle(amonitor, pid)
+    task = asyncio.ensure_future(cur.execute("select pg_sleep(30)"))
+    await _wait_active(amonitor, pid, "pg_sleep")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _wait_idle(amonitor, pid)
+    await cur.execute("select 1")
+    assert await cur.fetchone() == (1,)
+
+
+async def test_native_trio_cancel_scope(
+    anyio_backend: Any, aconn: aio.AsyncConnection, amonitor: aio.AsyncConnection
+) -> None:
+    if anyio_backend[0] != "trio":
+        pytest.skip("trio's own cancel scopes")
+    import trio
+
+    pid = aconn.get_backend_pid()
+    aconn.autocommit = True
+    cur = aconn.cursor()
+    with trio.move_on_after(0.3) as scope:
+        await cur.execute("select pg_sleep(30)")
+    assert scope.cancelled_caught
+    await _wait_idle(amonitor, pid)
+    # A statement started inside an already-cancelled scope is not even sent.
+    with trio.CancelScope() as scope2:
+        scope2.cancel()
+        await cur.execute("select pg_sleep(30)")
+    assert scope2.cancelled_caught
+    state, _ = await _activity(amonitor, pid)
+    assert state == "idle"
+    await cur.execute("select 1")
+    assert await cur.fetchone() == (1,)
