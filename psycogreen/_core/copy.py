@@ -210,7 +210,8 @@ def copy(
     outcome: Optional[CopyOutcome] = None,
 ) -> PQGen[CopyOutcome]:
     """Run one COPY statement: ``source()`` feeds COPY FROM STDIN (``b""`` ends it), ``sink(data)``
-    receives COPY TO STDOUT rows, whole rows batched up to ``BATCH`` bytes. Returns the outcome once libpq is idle again.
+    receives COPY TO STDOUT rows, whole rows batched up to ``BATCH`` bytes. Returns the outcome
+    once libpq is idle again.
 
     A statement that turns out not to be a COPY runs to completion (psycopg2 lets ``copy_expert``
     run any statement); a COPY in a direction we have no file method for ends with psycopg2's
