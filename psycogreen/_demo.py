@@ -145,9 +145,10 @@ def timeout_demo(dsn: str) -> list[tuple[str, ...]]:
         cur.execute(
             "select count(*) from pg_stat_activity where query like 'select pg_sleep(10)%' and state='active'"
         )
-        return int(cur.fetchone()[0])
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
 
-    rows = [("interrupt", "raised", "after", "still running on server", "connection")]
+    rows: list[tuple[str, ...]] = [("interrupt", "raised", "after", "still running on server", "connection")]
     for label, ctx in (
         ("psycogreen.timeout(0.5)", lambda: psycogreen.timeout(0.5)),
         ("gevent.Timeout(0.5)", lambda: gevent.Timeout(0.5)),
@@ -199,7 +200,8 @@ def pool_demo(dsn: str, clients: int = 200, size: int = 10) -> list[tuple[str, .
             "select count(*) from pg_stat_activity where backend_type = 'client backend'"
             " and pid <> pg_backend_pid()"
         )
-        backends = cur.fetchone()[0]
+        row = cur.fetchone()
+        backends = row[0] if row else "?"
         mon.close()
         return [
             ("", "value"),
