@@ -15,7 +15,7 @@ import eventlet.tpool
 from eventlet.hubs import get_hub
 from greenlet import getcurrent
 
-from .._core import READ
+from .._core import READ, READ_WRITE, WRITE
 
 T = TypeVar("T")
 
@@ -26,6 +26,8 @@ class EventletWaiter:
     def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
         hub = get_hub()
         current = getcurrent()
+        if events == READ_WRITE:
+            return self._wait_either(hub, current, fd, timeout)
         # The listener calls ``current.switch(fd)`` directly (no lambda per wait); the timer switches
         # with None, so the two wake-ups are told apart by type, whatever the fd number.
         listener = hub.add(hub.READ if events & READ else hub.WRITE, fd, current.switch, current.throw, None)
@@ -42,6 +44,23 @@ class EventletWaiter:
             hub.remove(listener)
             timer.cancel()
         return 0 if woke is None else events
+
+    @staticmethod
+    def _wait_either(hub: Any, current: Any, fd: int, timeout: Optional[float]) -> int:
+        """READ|WRITE (rare: a COPY that may be flushed or answered): a listener for each, and
+        report which one fired."""
+        listeners = [
+            hub.add(hub.READ, fd, lambda _fd: current.switch(READ), current.throw, None),
+            hub.add(hub.WRITE, fd, lambda _fd: current.switch(WRITE), current.throw, None),
+        ]
+        timer = None if timeout is None else hub.schedule_call_global(max(timeout, 0.0), current.switch, 0)
+        try:
+            return hub.switch()  # type: ignore[no-any-return]
+        finally:
+            for listener in listeners:
+                hub.remove(listener)
+            if timer is not None:
+                timer.cancel()
 
     def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return eventlet.tpool.execute(fn, *args)  # type: ignore[no-any-return]

@@ -17,6 +17,8 @@ import gevent.socket
 from gevent import getcurrent
 from gevent.hub import get_hub
 
+from .._core import READ_WRITE
+
 T = TypeVar("T")
 
 
@@ -38,7 +40,7 @@ class GeventWaiter:
             watcher = hub.psycogreen_watchers[(fd << 2) | events]
         except (AttributeError, KeyError):
             watcher = _new_watcher(hub, fd, events)
-        if timeout is None:
+        if timeout is None and events != READ_WRITE:
             # The hot path: one cached watcher, one switch to the hub and back.
             watcher.start(getcurrent().switch, events)
             try:
@@ -46,8 +48,17 @@ class GeventWaiter:
             finally:
                 watcher.stop()
         switch = getcurrent().switch
+        if events == READ_WRITE:
+            # Waiting for either: libev passes the events that actually happened.
+            watcher.start(switch, pass_events=True)
+        else:
+            watcher.start(switch, events)
+        if timeout is None:
+            try:
+                return hub.switch()  # type: ignore[no-any-return]
+            finally:
+                watcher.stop()
         timer = hub.loop.timer(max(timeout, 0.0))
-        watcher.start(switch, events)
         timer.start(switch, 0)
         try:
             return hub.switch()  # type: ignore[no-any-return]
