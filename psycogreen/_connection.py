@@ -81,9 +81,14 @@ def _leave(conn: Any, entered: bool, error: Optional[BaseException] = None) -> N
     pending = conn._pg_pending
     if pending is not None:
         conn._pg_pending = None
-        if isinstance(pending, QueryTimeout) and error is not None and error is not pending:
-            raise pending from error
-        raise pending
+        try:
+            if isinstance(pending, QueryTimeout) and error is not None and error is not pending:
+                raise pending from error
+            raise pending
+        finally:
+            # Drop the local: the exception's traceback holds this frame, and a frame that held the
+            # exception would make a cycle keeping the connection alive until the next gc run.
+            del pending, conn
 
 
 class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
@@ -346,4 +351,4 @@ def _lobject(
 
 
 _lobject.__name__ = _lobject.__qualname__ = "lobject"
-setattr(GreenConnectionMixin, "lobject", _lobject)
+setattr(GreenConnectionMixin, "lobject", _lobject)  # noqa: B010 - mypy: assigning over a C method
