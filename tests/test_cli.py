@@ -25,3 +25,4 @@ def test_demo_runs(dsn: str) -> None:
     assert "20 greenlets" in out and "speed-up" in out
     assert "QueryTimeout" in out and "usable" in out
     assert "cooperative pool" in out and "(pool max 10)" in out
+    assert "copy_from (in)" in out and "200,000" in out
