@@ -647,3 +647,26 @@ async def test_native_trio_cancel_scope(
     assert state == "idle"
     await cur.execute("select 1")
     assert await cur.fetchone() == (1,)
+
+
+async def test_close_under_a_waiting_task(aconn: aio.AsyncConnection, amonitor: aio.AsyncConnection) -> None:
+    """Closing a connection another task is waiting on ends that task's wait with an error."""
+    if aconn.raw.closed:
+        pytest.skip("closed")
+    pid = aconn.get_backend_pid()
+    cur = aconn.cursor()
+    errors_seen: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await cur.execute("select pg_sleep(30)")
+        except psycopg2.Error as e:
+            errors_seen.append(e)
+
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await _wait_active(amonitor, pid, "pg_sleep")
+            await aconn.close()
+    assert errors_seen, "the waiting task must get an error, not hang"
+    assert aconn.closed

@@ -187,6 +187,9 @@ class _ReadWatch:
     def close(self) -> None:
         if self.fds.get(self.fd) is self:
             del self.fds[self.fd]
+        fut, self.fut = self.fut, None
+        if fut is not None and not fut.done():
+            fut.set_result(READ)  # closed under a waiting task: let libpq find out, never hang
         try:
             self.loop.remove_reader(self.fd)
         except (OSError, ValueError, RuntimeError):  # closed loop or a stale fd: nothing to undo
@@ -424,7 +427,10 @@ class BridgeEvent:
         self._flag = True
         waiters, self._waiters = self._waiters, []
         for w in waiters:
-            w.set()
+            try:
+                w.set()
+            except RuntimeError:  # its loop is closed (a finalizer at exit): nobody to wake
+                pass
 
     def clear(self) -> None:
         self._flag = False
