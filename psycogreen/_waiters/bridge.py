@@ -42,7 +42,6 @@ T = TypeVar("T")
 logger = logging.getLogger("psycogreen.aio")
 
 _sniffio_local = sniffio.thread_local
-_get_running_loop = asyncio._get_running_loop
 _CancelledError = asyncio.CancelledError
 _fstat = os.fstat
 
@@ -98,7 +97,9 @@ def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Awaitable[T]:
 
     Not a coroutine function itself, so the hot path has one coroutine frame less.
     """
-    if _sniffio_local.name is None and _get_running_loop() is not None:
+    # trio announces itself through sniffio; anything else is asyncio (asking asyncio for its
+    # running loop here would cost a getpid() system call per query, and the driver asks anyway).
+    if _sniffio_local.name is None:
         return _drive_asyncio(fn, args, kwargs, False)
     return _call_anyio(fn, args, kwargs, False)
 
@@ -107,7 +108,7 @@ def call_shielded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Awaitable[
     """:func:`call`, protected from cancellation of the task until it ends (cleanup: a rollback
     on the way out of ``async with conn``, putting a connection back in a pool). A cancellation
     that arrives meanwhile is raised when the call ends."""
-    if _sniffio_local.name is None and _get_running_loop() is not None:
+    if _sniffio_local.name is None:
         return _call_asyncio(fn, args, kwargs, True)
     return _call_anyio(fn, args, kwargs, True)
 
