@@ -32,16 +32,17 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-import sniffio
 from greenlet import getcurrent, greenlet
 
 from .._core import READ, WRITE
+from .loop import _sniffio_thread_local
 
 T = TypeVar("T")
 
 logger = logging.getLogger("psycogreen.aio")
 
-_sniffio_local = sniffio.thread_local
+
+_sniffio_local = _sniffio_thread_local()
 _CancelledError = asyncio.CancelledError
 _fstat = os.fstat
 

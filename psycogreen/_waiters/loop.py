@@ -14,16 +14,29 @@ import asyncio
 import logging
 import sys
 import warnings
-from typing import Optional
-
-import sniffio
+from typing import Any, Optional
 
 from .blocking import BlockingWaiter
 
 logger = logging.getLogger("psycogreen.aio")
 
+
+def _sniffio_thread_local() -> Any:
+    """Where trio says it is running (sniffio's thread-local). trio depends on sniffio, so without
+    sniffio installed no trio runs and every task is asyncio's."""
+    try:
+        import sniffio
+    except ImportError:  # pragma: no cover - anyio 4 does not require it
+
+        class _NoLibrary:
+            name = None
+
+        return _NoLibrary()
+    return sniffio.thread_local
+
+
 _get_running_loop = asyncio._get_running_loop
-_sniffio_local = sniffio.thread_local
+_sniffio_local = _sniffio_thread_local()
 
 MESSAGE = (
     "psycopg2 waited for the server on the event loop's thread, outside psycogreen.aio: the whole "
