@@ -75,6 +75,8 @@ class BridgeGreenlet(greenlet):  # type: ignore[misc]
             except BaseException as e:  # noqa: BLE001 - delivered to the awaiting task
                 self.error = e
             fn = args = kwargs = None  # type: ignore[assignment]
+            if self.abandoned:
+                return  # nobody awaits the outcome (and we may be inside a garbage collection)
             fn, args, kwargs = self.parent.switch(_DONE)
 
 
