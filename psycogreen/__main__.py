@@ -35,12 +35,36 @@ def doctor() -> int:
     return 0
 
 
+def demo(dsn: Optional[str], greenlets: int) -> int:
+    """Start (unless given a DSN) a throwaway PostgreSQL, then run the gevent demo and the asyncio
+    demo, each in a fresh process: the gevent one monkey-patches its whole process."""
+    server = None
+    if not dsn:
+        from psycogreen.testing import PostgresServer
+
+        print("Starting a throwaway PostgreSQL ...", flush=True)
+        server = PostgresServer().start()
+        dsn = server.dsn
+    try:
+        rc = subprocess.call(
+            [sys.executable, "-m", "psycogreen._demo", "--dsn", dsn, "--greenlets", str(greenlets)]
+        )
+        if rc == 0:
+            rc = subprocess.call(
+                [sys.executable, "-m", "psycogreen._demo_aio", "--dsn", dsn, "--tasks", str(greenlets)]
+            )
+        return rc
+    finally:
+        if server is not None:
+            server.destroy()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m psycogreen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="show cooperative psycopg2 against a throwaway PostgreSQL")
-    demo.add_argument("--dsn", default=os.environ.get("PSYCOGREEN_DSN"), help="use this server instead")
-    demo.add_argument("--greenlets", type=int, default=50)
+    demo_p = sub.add_parser("demo", help="show cooperative psycopg2 against a throwaway PostgreSQL")
+    demo_p.add_argument("--dsn", default=os.environ.get("PSYCOGREEN_DSN"), help="use this server instead")
+    demo_p.add_argument("--greenlets", type=int, default=50)
     sub.add_parser("doctor", help="report versions, libpq features and frameworks")
     bench = sub.add_parser("bench", help="run the benchmark suite (from a source checkout)")
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -48,11 +72,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if ns.command == "doctor":
         return doctor()
     if ns.command == "demo":
-        # The demo monkey-patches the process: run it fresh so nothing was imported before.
-        cmd = [sys.executable, "-m", "psycogreen._demo", "--greenlets", str(ns.greenlets)]
-        if ns.dsn:
-            cmd += ["--dsn", ns.dsn]
-        return subprocess.call(cmd)
+        return demo(ns.dsn, ns.greenlets)
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not os.path.isdir(os.path.join(here, "bench")):
         print("the benchmark suite lives in the source checkout: git clone, then `make bench`")

@@ -19,6 +19,7 @@ import gevent  # noqa: E402
 import psycopg2  # noqa: E402
 
 import psycogreen  # noqa: E402
+from psycogreen._demo_table import table  # noqa: E402
 from psycogreen.errors import QueryTimeout  # noqa: E402
 
 
@@ -38,14 +39,6 @@ class Bar:
                 f"\r  {self.label:<28} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}{end}"
             )
             sys.stdout.flush()
-
-
-def table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        print("  | " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
-        if n == 0:
-            print("  |" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
 @contextmanager

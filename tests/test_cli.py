@@ -26,3 +26,4 @@ def test_demo_runs(dsn: str) -> None:
     assert "QueryTimeout" in out and "usable" in out
     assert "cooperative pool" in out and "(pool max 10)" in out
     assert "copy_from (in)" in out and "200,000" in out
+    assert "asyncio: 20 tasks" in out and "TimeoutError after" in out and "returned 1000" in out
