@@ -184,7 +184,7 @@ def drain_results(ptr: int, outcome: Optional[CopyOutcome] = None) -> PQGen[Opti
                 lib.PQputCopyEnd(ptr, b"psycogreen: only one COPY per statement is supported")
                 yield from flush(ptr)
             elif status == _libpq.PGRES_COPY_OUT:
-                yield from _discard_copy_out(ptr)
+                yield from discard_copy_data(ptr)
             elif outcome is not None:
                 outcome.rowcount = _rowcount(res)
                 outcome.status = (lib.PQcmdStatus(res) or b"").decode("ascii", "replace")
@@ -246,7 +246,7 @@ def copy(
     elif status == _libpq.PGRES_COPY_OUT:
         if sink is None:
             misuse = psycopg2.ProgrammingError("can't execute COPY TO: use the copy_to() method instead")
-            yield from _discard_copy_out(ptr)
+            yield from discard_copy_data(ptr)
         else:
             outcome.direction = "out"
             yield from _copy_out(ptr, sink, control, outcome)
@@ -401,7 +401,7 @@ def _copy_out(ptr: int, sink: Sink, control: Any, outcome: CopyOutcome) -> PQGen
                 yield from cancel_nonblocking(ptr)
             except psycopg2.Error:
                 pass  # then drain it all: slower, same end state
-    yield from _discard_copy_out(ptr)
+    yield from discard_copy_data(ptr)
 
 
 # The same functions without argtypes: ctypes then skips per-argument conversion, which is most of
@@ -422,7 +422,8 @@ except AttributeError:  # pragma: no cover - another ctypes: the public wrapper 
     _string_at = ctypes.string_at
 
 
-def _discard_copy_out(ptr: int) -> PQGen[None]:
+def discard_copy_data(ptr: int) -> PQGen[None]:
+    """Read and drop COPY data until libpq reports the end of the stream (COPY OUT or BOTH)."""
     lib = _libpq.lib
     buf = ctypes.c_void_p()
     fd = lib.PQsocket(ptr)

@@ -18,8 +18,8 @@ from typing import Any, Optional
 import psycopg2
 
 from .. import _libpq
-from . import READ, WRITE, PQGen
-from .copy import error_from_result, fetch_result, flush, send_query
+from . import WRITE, PQGen
+from .copy import discard_copy_data, error_from_result, fetch_result, flush, send_query
 
 __all__ = ["ReplState", "RawMessage", "read_message", "send_feedback", "start"]
 
@@ -202,18 +202,7 @@ def read_message(ptr: int, st: ReplState) -> PQGen[Optional[RawMessage]]:
 def _drain_copy_both(ptr: int) -> PQGen[bool]:
     """Read and discard until libpq has no more results; True while something was read."""
     lib = _libpq.lib
-    buf = ctypes.c_void_p()
-    fd = lib.PQsocket(ptr)
-    while True:
-        n = lib.PQgetCopyData(ptr, ctypes.byref(buf), 1)
-        if n > 0:
-            lib.PQfreemem(buf)
-        elif n == 0:
-            yield fd, READ
-            if not lib.PQconsumeInput(ptr):
-                raise psycopg2.OperationalError(_libpq.error_message(ptr))
-        else:
-            break
+    yield from discard_copy_data(ptr)
     res = yield from fetch_result(ptr)
     if not res:
         return False
