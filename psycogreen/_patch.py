@@ -55,6 +55,16 @@ def detect() -> str:
     return "threads"
 
 
+def _require_module(name: str) -> None:
+    try:
+        __import__(name)
+    except ImportError as e:
+        raise ImportError(
+            f"psycogreen.patch({name!r}) needs {name}, which cannot be imported ({e}); "
+            f"install it: pip install 'psycogreen[{name}]'"
+        ) from e
+
+
 def _make_waiter(framework: str) -> Any:
     if framework == "gevent":
         if _eventlet_patched():
@@ -62,6 +72,7 @@ def _make_waiter(framework: str) -> Any:
                 "psycogreen: patch('gevent') in a process monkey-patched by eventlet would hang; "
                 "use psycogreen.eventlet.patch_psycopg() or patch('eventlet')"
             )
+        _require_module("gevent")
         from ._waiters.gevent import GeventWaiter
 
         return GeventWaiter()
@@ -71,6 +82,7 @@ def _make_waiter(framework: str) -> Any:
                 "psycogreen: patch('eventlet') in a process monkey-patched by gevent would hang; "
                 "use psycogreen.gevent.patch_psycopg() or patch('gevent')"
             )
+        _require_module("eventlet")
         from ._waiters.eventlet import EventletWaiter
 
         return EventletWaiter()

@@ -63,6 +63,15 @@ def test_unknown_framework_is_a_clear_error() -> None:
     assert psycogreen.patched() is None
 
 
+def test_missing_framework_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gevent", None)  # makes `import gevent` fail
+    with pytest.raises(ImportError, match=r"pip install 'psycogreen\[gevent\]'"):
+        psycogreen.patch("gevent")
+    assert psycogreen.patched() is None
+
+
 def test_patch_psycopg_requires_wait_callback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(ext, "set_wait_callback")
     with pytest.raises(ImportError, match="psycopg2"):
