@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from contextvars import ContextVar
 from typing import Iterator, NamedTuple, Optional
 
@@ -47,6 +48,7 @@ def timeout(seconds: float) -> Iterator[None]:
             f"psycogreen.timeout() needs a number of seconds >= 0, got {seconds!r}; "
             "use a larger value or no timeout() block for no deadline"
         )
+    _warn_if_unpatched()
     deadline = time.monotonic() + float(seconds)
     outer = _op_deadline.get()
     if outer is not None and outer[0] <= deadline:
@@ -57,6 +59,27 @@ def timeout(seconds: float) -> Iterator[None]:
         yield
     finally:
         _op_deadline.reset(token)
+
+
+_warned = False
+
+
+def _warn_if_unpatched() -> None:
+    """Deadlines are enforced by psycogreen's wait callback: without one they cannot work."""
+    global _warned
+    if _warned:
+        return
+    import psycopg2.extensions
+
+    if psycopg2.extensions.get_wait_callback() is None:
+        _warned = True
+        warnings.warn(
+            "psycogreen.timeout() has no effect: psycopg2 is not patched, so it waits inside libpq "
+            "where no deadline can reach it; call psycogreen.patch() first (it works with plain "
+            "threads too)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def current() -> Optional[tuple[float, float]]:

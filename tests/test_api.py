@@ -57,6 +57,18 @@ def test_patch_detects_threads_without_monkey_patching() -> None:
         psycogreen.unpatch()
 
 
+def test_timeout_without_patch_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from psycogreen import _deadline
+
+    monkeypatch.setattr(_deadline, "_warned", False)
+    with pytest.warns(RuntimeWarning, match=r"call psycogreen.patch\(\) first"):
+        with psycogreen.timeout(1):
+            pass
+    with pytest.raises(ValueError, match="seconds >= 0"):
+        with psycogreen.timeout(-1):
+            pass
+
+
 def test_unknown_framework_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown framework 'twisted'"):
         psycogreen.patch("twisted")
