@@ -368,7 +368,8 @@ async def test_concurrent_use_is_refused(aconn: aio.AsyncConnection) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(first)
-        await anyio.sleep(0.1)
+        while aconn.raw._pg_owner is None:  # until the first task's statement holds the connection
+            await anyio.sleep(0.001)
         with pytest.raises(errors.ConcurrentUseError, match="already in use"):
             await aconn.cursor().execute("select 2")
     assert results == [("", 1)]

@@ -112,7 +112,7 @@ def test_concurrent_use_is_refused_at_once(run_script: Callable[..., Any], frame
     out = run_script("interrupts.py", framework, "concurrent")
     assert out["second"]["type"] == "ConcurrentUseError" and out["second"]["is_prog"]
     assert "already in use by" in out["second"]["msg"] and "pool" in out["second"]["msg"]
-    assert out["refused_after"] < 0.1
+    assert out["refused_after"] < 0.5  # refused at once, not after the first caller's 2 s query
     assert out["commit_refused"]
     assert out["first_row"] == 7  # the first caller's query was unharmed
     assert out["usable"]

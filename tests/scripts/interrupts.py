@@ -364,11 +364,11 @@ def scenario_concurrent() -> dict[str, Any]:
 
     def q() -> None:
         cur = conn.cursor()
-        cur.execute("select pg_sleep(0.5), 7")
+        cur.execute("select pg_sleep(2), 7")
         first["row"] = cur.fetchone()[1]
 
     g = kit.spawn(q)
-    kit.sleep(0.1)
+    kit.wait_until(lambda: conn._pg_owner is not None, what="the first greenlet to own the connection")
     t0 = time.monotonic()
     try:
         conn.cursor().execute("select 1")

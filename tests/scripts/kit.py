@@ -140,6 +140,16 @@ class Ticker:
         return self.max_gap
 
 
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
+    """Yield to other greenlets/threads until ``predicate()`` holds: order scenario steps by the
+    state they need, not by a guessed sleep. Fails loudly after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        sleep(0.005)
+
+
 def monitor() -> Any:
     """An autocommit connection for looking at pg_stat_activity."""
     c = psycopg2.connect(DSN)

@@ -269,7 +269,7 @@ def close_out() -> None:
             result["waiter"] = "PoolClosed: " + str(e)
 
     g = kit.spawn(waiter)
-    kit.sleep(0.2)
+    kit.wait_until(lambda: len(pool._clients) == 1, what="the waiter to queue")
     t0 = time.monotonic()
     pool.close()
     kit.joinall([g], timeout=10)
@@ -298,7 +298,7 @@ def max_waiting() -> None:
             got.append("ok")
 
     gs = [kit.spawn(waiter) for _ in range(2)]
-    kit.sleep(0.2)
+    kit.wait_until(lambda: len(pool._clients) == 2, what="two waiters to queue")
     t0 = time.monotonic()
     try:
         pool.getconn(timeout=10)

@@ -181,7 +181,7 @@ if kit.FRAMEWORK != "threads":
         )
 
     g = kit.spawn(long_copy)
-    kit.sleep(0.3)
+    kit.wait_until(lambda: kit.running(mon, "copy (select g, repeat('z'%") > 0, what="the COPY to run")
     kit.kill(g)
     kc.rollback()
     k2 = kc.cursor()
