@@ -38,6 +38,21 @@ def slot(dsn: str, threads_patched: str) -> Iterator[tuple[Any, Any, str]]:
         admin.close()
 
 
+@pytest.fixture
+def written(slot: tuple[Any, Any, str], dsn: str) -> Iterator[tuple[Any, str]]:
+    """A writer cursor and a fresh table whose changes the slot will stream (made after the slot)."""
+    writer = psycopg2.connect(dsn)
+    writer.autocommit = True
+    wcur = writer.cursor()
+    table = f"rt_{uuid.uuid4().hex[:8]}"
+    wcur.execute(f"create table {table} (id int)")
+    try:
+        yield wcur, table
+    finally:
+        wcur.execute(f"drop table {table}")
+        writer.close()
+
+
 def test_misuse_errors_match_psycopg2(slot: tuple[Any, Any, str]) -> None:
     _, cur, name = slot
     with pytest.raises(psycopg2.ProgrammingError, match="not replicating, call start_replication first"):
@@ -49,87 +64,73 @@ def test_misuse_errors_match_psycopg2(slot: tuple[Any, Any, str]) -> None:
         cur.consume_stream(lambda m: None, keepalive_interval=0.1)
 
 
-def test_read_message_loop_and_feedback(slot: tuple[Any, Any, str], dsn: str) -> None:
+def test_read_message_loop_and_feedback(slot: tuple[Any, Any, str], written: tuple[Any, str]) -> None:
     rconn, cur, name = slot
-    writer = psycopg2.connect(dsn)
-    writer.autocommit = True
-    wcur = writer.cursor()
-    table = f"rt_{uuid.uuid4().hex[:8]}"
-    wcur.execute(f"create table {table} (id int)")
-    try:
-        cur.start_replication(slot_name=name, decode=False)
-        # non-blocking: None when nothing has arrived yet (the CREATE TABLE may already have)
-        first = cur.read_message()
-        assert first is None or isinstance(first, ReplicationMessage)
-        wcur.execute(f"insert into {table} values (1), (2)")
-        msgs: list[ReplicationMessage] = [first] if first is not None else []
-        deadline = time.monotonic() + 10
-        while len(msgs) < 6 and time.monotonic() < deadline:  # DDL BEGIN+COMMIT; BEGIN, 2 x INSERT, COMMIT
-            msg = cur.read_message()
-            if msg is None:
-                select.select([rconn], [], [], 0.5)
-                continue
-            msgs.append(msg)
-        payloads = [m.payload for m in msgs]
-        assert all(isinstance(p, bytes) for p in payloads)
-        assert sum(b"INSERT" in p for p in payloads) == 2
-        last = msgs[-1]
-        assert last.data_size == len(last.payload)
-        assert isinstance(last.send_time, datetime.datetime)
-        assert abs((datetime.datetime.now() - last.send_time).total_seconds()) < 60
-        assert last.cursor is cur
-        assert cur.wal_end >= last.data_start > 0
-        assert isinstance(cur.io_timestamp, datetime.datetime)
-        cur.send_feedback(flush_lsn=last.data_start, force=True)
-        assert abs((datetime.datetime.now() - cur.feedback_timestamp).total_seconds()) < 5
-        # the server records the confirmed position
-        deadline = time.monotonic() + 10
-        confirmed = 0
-        while time.monotonic() < deadline:
-            wcur.execute(
-                "select confirmed_flush_lsn - '0/0'::pg_lsn from pg_replication_slots where slot_name = %s",
-                (name,),
-            )
-            confirmed = int(wcur.fetchone()[0])
-            if confirmed >= last.data_start:
-                break
-            cur.send_feedback(reply=True)
-            time.sleep(0.05)
-        assert confirmed >= last.data_start
-    finally:
-        wcur.execute(f"drop table {table}")
-        writer.close()
+    wcur, table = written
+    cur.start_replication(slot_name=name, decode=False)
+    # non-blocking: None when nothing has arrived yet (the CREATE TABLE may already have)
+    first = cur.read_message()
+    assert first is None or isinstance(first, ReplicationMessage)
+    wcur.execute(f"insert into {table} values (1), (2)")
+    msgs: list[ReplicationMessage] = [first] if first is not None else []
+    deadline = time.monotonic() + 10
+    while len(msgs) < 6 and time.monotonic() < deadline:  # DDL BEGIN+COMMIT; BEGIN, 2 x INSERT, COMMIT
+        msg = cur.read_message()
+        if msg is None:
+            select.select([rconn], [], [], 0.5)
+            continue
+        msgs.append(msg)
+    payloads = [m.payload for m in msgs]
+    assert all(isinstance(p, bytes) for p in payloads)
+    assert sum(b"INSERT" in p for p in payloads) == 2
+    last = msgs[-1]
+    assert last.data_size == len(last.payload)
+    assert isinstance(last.send_time, datetime.datetime)
+    assert abs((datetime.datetime.now() - last.send_time).total_seconds()) < 60
+    assert last.cursor is cur
+    assert cur.wal_end >= last.data_start > 0
+    assert isinstance(cur.io_timestamp, datetime.datetime)
+    cur.send_feedback(flush_lsn=last.data_start, force=True)
+    assert abs((datetime.datetime.now() - cur.feedback_timestamp).total_seconds()) < 5
+    # the server records the confirmed position
+    deadline = time.monotonic() + 10
+    confirmed = 0
+    while time.monotonic() < deadline:
+        wcur.execute(
+            "select confirmed_flush_lsn - '0/0'::pg_lsn from pg_replication_slots where slot_name = %s",
+            (name,),
+        )
+        confirmed = int(wcur.fetchone()[0])
+        if confirmed >= last.data_start:
+            break
+        cur.send_feedback(reply=True)
+        time.sleep(0.05)
+    assert confirmed >= last.data_start
 
 
-def test_consume_stream_stop_replication_and_resume(slot: tuple[Any, Any, str], dsn: str) -> None:
+def test_consume_stream_stop_replication_and_resume(
+    slot: tuple[Any, Any, str], written: tuple[Any, str]
+) -> None:
     _, cur, name = slot
-    writer = psycopg2.connect(dsn)
-    writer.autocommit = True
-    wcur = writer.cursor()
-    table = f"rt_{uuid.uuid4().hex[:8]}"
-    wcur.execute(f"create table {table} (id int)")
-    try:
-        cur.start_replication(slot_name=name, decode=True)
-        for i in range(3):
-            wcur.execute(f"insert into {table} values (%s)", (i,))
-        seen: list[str] = []
+    wcur, table = written
+    cur.start_replication(slot_name=name, decode=True)
+    for i in range(3):
+        wcur.execute(f"insert into {table} values (%s)", (i,))
+    seen: list[str] = []
 
-        def consume(msg: Any) -> None:
-            seen.append(msg.payload)
-            if len(seen) in (2, 11):  # DDL BEGIN+COMMIT, then 3 x BEGIN, INSERT, COMMIT
-                raise psycopg2.extras.StopReplication()
+    def consume(msg: Any) -> None:
+        seen.append(msg.payload)
+        if len(seen) in (2, 11):  # DDL BEGIN+COMMIT, then 3 x BEGIN, INSERT, COMMIT
+            raise psycopg2.extras.StopReplication()
 
-        with pytest.raises(psycopg2.extras.StopReplication):
-            cur.consume_stream(consume, keepalive_interval=1)
-        assert len(seen) == 2
-        # the stream stayed open: consuming again resumes where it stopped
-        with pytest.raises(psycopg2.extras.StopReplication):
-            cur.consume_stream(consume)
-        assert len(seen) == 11
-        assert sum("INSERT" in p for p in seen) == 3
-    finally:
-        wcur.execute(f"drop table {table}")
-        writer.close()
+    with pytest.raises(psycopg2.extras.StopReplication):
+        cur.consume_stream(consume, keepalive_interval=1)
+    assert len(seen) == 2
+    # the stream stayed open: consuming again resumes where it stopped
+    with pytest.raises(psycopg2.extras.StopReplication):
+        cur.consume_stream(consume)
+    assert len(seen) == 11
+    assert sum("INSERT" in p for p in seen) == 3
 
 
 def test_unpatched_cursor_is_psycopg2s(dsn: str) -> None:
