@@ -61,6 +61,16 @@ async def _loop_for(duration: float, one: Callable[[int], Awaitable[Any]]) -> in
     return n
 
 
+async def _run_all(conns: list[Any], worker: Callable[[Any], Awaitable[int]]) -> int:
+    """Run one worker per connection concurrently; the total of their query counts. Every driver
+    closes its connections with ``await conn.close()``."""
+    try:
+        return sum(await asyncio.gather(*(worker(conn) for conn in conns)))
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
 async def run_psycogreen(dsn: str, c: int, duration: float) -> int:
     import psycogreen.aio
 
@@ -77,11 +87,7 @@ async def run_psycogreen(dsn: str, c: int, duration: float) -> int:
 
         return await _loop_for(duration, one)
 
-    try:
-        return sum(await asyncio.gather(*(worker(conn) for conn in conns)))
-    finally:
-        for conn in conns:
-            await conn.close()
+    return await _run_all(conns, worker)
 
 
 async def run_aiopg(dsn: str, c: int, duration: float) -> int:
@@ -101,11 +107,7 @@ async def run_aiopg(dsn: str, c: int, duration: float) -> int:
         finally:
             cur.close()
 
-    try:
-        return sum(await asyncio.gather(*(worker(conn) for conn in conns)))
-    finally:
-        for conn in conns:
-            await conn.close()
+    return await _run_all(conns, worker)
 
 
 async def run_psycopg3(dsn: str, c: int, duration: float) -> int:
@@ -122,11 +124,7 @@ async def run_psycopg3(dsn: str, c: int, duration: float) -> int:
 
         return await _loop_for(duration, one)
 
-    try:
-        return sum(await asyncio.gather(*(worker(conn) for conn in conns)))
-    finally:
-        for conn in conns:
-            await conn.close()
+    return await _run_all(conns, worker)
 
 
 async def run_asyncpg(dsn: str, c: int, duration: float) -> int:
@@ -150,11 +148,7 @@ async def run_asyncpg(dsn: str, c: int, duration: float) -> int:
 
         return await _loop_for(duration, one)
 
-    try:
-        return sum(await asyncio.gather(*(worker(conn) for conn in conns)))
-    finally:
-        for conn in conns:
-            await conn.close()
+    return await _run_all(conns, worker)
 
 
 DRIVERS: dict[str, Runner] = {
