@@ -31,7 +31,9 @@ def dsn(psycogreen_dsn: str) -> str:
 @pytest.fixture
 def run_script(dsn: str) -> Callable[..., Any]:
     def run(name: str, *args: str, timeout: float = 240, env: dict[str, str] | None = None) -> Any:
-        full_env = dict(os.environ, PSYCOGREEN_TEST_DSN=dsn, PYTHONPATH=str(SCRIPTS))
+        # Keep an outer PYTHONPATH (a checkout tested with another checkout's venv) after the scripts.
+        path = os.pathsep.join(p for p in (str(SCRIPTS), os.environ.get("PYTHONPATH", "")) if p)
+        full_env = dict(os.environ, PSYCOGREEN_TEST_DSN=dsn, PYTHONPATH=path)
         full_env.update(env or {})
         proc = subprocess.run(
             [sys.executable, str(SCRIPTS / name), *args],
