@@ -7,6 +7,7 @@ context, so a deadline set in one greenlet never leaks into another, and threads
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import time
 import warnings
@@ -43,7 +44,13 @@ def timeout(seconds: float) -> Iterator[None]:
     :class:`psycogreen.errors.QueryTimeout` (a ``QueryCanceledError``) is raised; the connection stays
     usable (roll back first if a transaction was open). Connecting inside the block is bounded too.
     """
-    if seconds is None or seconds != seconds or seconds < 0:
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+        raise TypeError(
+            f"psycogreen.timeout() takes a number of seconds (int or float), got "
+            f"{type(seconds).__name__} {seconds!r}; convert it first, e.g. timeout(float(value)), "
+            "or use no timeout() block for no deadline"
+        )
+    if seconds != seconds or seconds < 0:
         raise ValueError(
             f"psycogreen.timeout() needs a number of seconds >= 0, got {seconds!r}; "
             "use a larger value or no timeout() block for no deadline"

@@ -36,6 +36,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import random
 import time
 import weakref
@@ -49,7 +50,14 @@ import psycopg2.extensions as ext
 
 from . import _deadline, _libpq
 from ._wait import current_waiter
-from .errors import PoolClosed, PoolTimeout, TooManyRequests
+from .errors import PoolClosed, PoolTimeout, QueryTimeout, TooManyRequests
+
+try:
+    from greenlet import getcurrent as _getcurrent
+except ImportError:  # pragma: no cover - greenlet ships with every supported framework
+    import threading
+
+    _getcurrent = threading.current_thread  # type: ignore[assignment]
 
 __all__ = ["ConnectionPool", "NullConnectionPool", "PoolClosed", "PoolTimeout", "TooManyRequests"]
 
@@ -74,11 +82,63 @@ _counter = itertools.count(1)
 #: expired still gets its connection rolled back and reused rather than thrown away.
 HOUSEKEEPING_TIMEOUT = 10.0
 
+#: Every live pool, so that a forked child can make each of them its own (see _after_fork_in_child).
+_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
 
-#: A connection returned less than this many seconds ago is handed out without any check (under
-#: load that is every checkout: the hot path stays free of syscalls); older ones get a non-blocking
-#: read of their socket, which sees a terminated backend's FATAL message and EOF.
-FRESH_FOR = 0.1
+
+class _PoolDeadline(PoolTimeout, QueryTimeout):
+    """The enclosing ``psycogreen.timeout()`` expired while waiting for a pooled connection.
+
+    Both a :class:`PoolTimeout` (the time went in waiting for the pool) and a
+    :class:`QueryTimeout` (what every other operation in a ``timeout()`` block raises on expiry), so
+    handlers written for either catch it.
+    """
+
+
+def _used_elsewhere(conn: Any) -> Any:
+    """The greenlet/thread inside a call on ``conn`` right now if it is not the caller, else None.
+
+    Read from the guard state psycogreen's connection classes keep (``_pg_owner``); plain psycopg2
+    connections have none and are never reported busy.
+    """
+    owner = getattr(conn, "_pg_owner", None)
+    if owner is None or owner is _getcurrent():
+        return None
+    return owner
+
+
+def _settings(conn: Any) -> tuple[Any, ...]:
+    """The psycopg2-side session settings a borrower can change, read without a round trip."""
+    return (conn.autocommit, conn.isolation_level, conn.readonly, conn.deferrable, conn.encoding)
+
+
+def _norm_encoding(name: Optional[str]) -> str:
+    return "".join(ch for ch in (name or "") if ch.isalnum()).upper()
+
+
+def _encoding_agrees(conn: Any) -> bool:
+    """Does the server's ``client_encoding`` (as last reported to libpq) match psycopg2's belief?"""
+    return _norm_encoding(conn.get_parameter_status("client_encoding")) == _norm_encoding(conn.encoding)
+
+
+def _detach(conn: Any) -> None:
+    """Close this process's copy of a connection inherited through ``fork()`` without telling the
+    server: the parent still uses that session, and ``close()`` would send it a Terminate message.
+
+    The socket's descriptor is first pointed at /dev/null (``dup2``), so whatever libpq writes while
+    closing goes nowhere and the descriptor number is released with it.
+    """
+    try:
+        fd = conn.fileno()
+    except Exception:  # noqa: BLE001 - closed already
+        fd = -1
+    if fd >= 0:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+    _close_quietly(conn)
 
 
 @contextmanager
@@ -134,7 +194,7 @@ def safe_conninfo(conninfo: str, kwargs: Optional[dict[str, Any]] = None) -> str
 class _Meta:
     """The pool's bookkeeping for one connection it owns (psycopg2 connections take no attributes)."""
 
-    __slots__ = ("conn", "created", "expire_at", "idle_limit", "returned_at", "out_since")
+    __slots__ = ("conn", "created", "expire_at", "idle_limit", "returned_at", "out_since", "settings")
 
     def __init__(self, conn: Any, max_lifetime: float, max_idle: float) -> None:
         now = _monotonic()
@@ -145,12 +205,14 @@ class _Meta:
         self.idle_limit = max_idle * random.uniform(0.9, 1.0)
         self.returned_at = now
         self.out_since = 0.0
+        # As configured: what every borrower must find (restored on return when changed).
+        self.settings = _settings(conn)
 
 
 class _Client:
     """A client waiting for a connection; it owns its Event, so it is woken alone and in order."""
 
-    __slots__ = ("event", "meta", "error", "gone", "since")
+    __slots__ = ("event", "meta", "error", "gone", "since", "queued")
 
     def __init__(self, event: Any) -> None:
         self.since = _monotonic()
@@ -158,6 +220,7 @@ class _Client:
         self.meta: Optional[_Meta] = None
         self.error: Optional[BaseException] = None
         self.gone = False  # timed out or interrupted: never hand it anything
+        self.queued = 0  # clients waiting (this one included) when it timed out
 
 
 class ConnectionPool:
@@ -238,6 +301,16 @@ class ConnectionPool:
         self._expiry: list[tuple[float, int, _Client]] = []
         self._stats: dict[str, int] = {}
         self._safe = safe_conninfo(conninfo, self.kwargs)
+        # psycopg2.pool's keyed checkouts: key -> connection, id(connection) -> key.
+        self._keyed: dict[Any, Any] = {}
+        self._key_of: dict[int, Any] = {}
+        # The last failed connection attempt, until one succeeds: why clients time out.
+        self._last_connect_error: Optional[BaseException] = None
+        # fork(): connections a child inherited checked out (id -> connection); its own generation
+        # number, so that background tasks copied from the parent (gevent) stand down.
+        self._inherited: dict[int, Any] = {}
+        self._gen = 0
+        _pools.add(self)
         if open:
             self.open()
 
@@ -353,21 +426,64 @@ class ConnectionPool:
             )
         logger.info("pool %r closed", self.name)
 
-    #: psycopg2.pool compatibility: ``closeall()`` closes the pool.
     def closeall(self) -> None:
+        """psycopg2.pool's ``closeall()``: close the pool *and* the connections checked out of it.
+
+        As with ``psycopg2.pool``, a connection a client still holds is closed under it (its next
+        use raises ``InterfaceError``). One that another greenlet is inside a call on right now is
+        left to be closed when it is returned: closing it would wait on that call and freeze the
+        process. Use :meth:`close` to let checked-out connections finish their work.
+        """
         self.close()
+        with self._lock:
+            out = [m for m in self._owned.values() if m.out_since]
+        for m in out:
+            if _used_elsewhere(m.conn) is None:
+                _close_quietly(m.conn)
+            else:
+                logger.warning("pool %r: closeall(): a connection in use closes on return", self.name)
 
     def connection(self, timeout: Optional[float] = None) -> _ConnectionContext:
         """A connection for the ``with`` block: committed on success, rolled back on an exception,
         returned to the pool in both cases."""
         return _ConnectionContext(self, timeout)
 
-    def getconn(self, timeout: Optional[float] = None) -> Any:
-        """Take a connection, waiting at most ``timeout`` (default: the pool's) seconds for one."""
-        if timeout is None:
-            timeout = self.timeout
+    def getconn(self, key: Any = None, timeout: Optional[float] = None) -> Any:
+        """Take a connection, waiting at most ``timeout`` (default: the pool's) seconds for one.
+
+        Both call shapes work: psycopg_pool's ``getconn(timeout=2.0)`` (a positional *number* is a
+        timeout too) and psycopg2.pool's ``getconn(key)``: while a connection taken with a key is
+        checked out, the same key returns the same connection (pass numeric keys as ``key=``).
+        An enclosing ``psycogreen.timeout()`` bounds the wait too: the tighter of the two wins.
+        """
+        if timeout is None and isinstance(key, (int, float)) and not isinstance(key, bool):
+            key, timeout = None, float(key)
+        if key is not None:
+            with self._lock:
+                self._after_fork_check_locked()
+                held = self._keyed.get(key)
+            if held is not None:
+                return held
+        conn = self._checkout(self.timeout if timeout is None else timeout)
+        if key is not None:
+            with self._lock:
+                held = self._keyed.get(key)
+                if held is None:
+                    self._keyed[key] = conn
+                    self._key_of[id(conn)] = key
+            if held is not None:  # another green thread took this key meanwhile: share its one
+                self._putconn(conn)
+                return held
+        return conn
+
+    def _checkout(self, timeout: float) -> Any:
         t0 = _monotonic()
         deadline = t0 + timeout
+        outer = _deadline.current()
+        by_deadline = outer is not None and outer[0] < deadline
+        if by_deadline:
+            assert outer is not None
+            deadline = outer[0]
         counted = False
         stats = self._stats
         while True:
@@ -375,6 +491,7 @@ class ConnectionPool:
             meta: Optional[_Meta] = None
             with self._lock:
                 self._require_open()
+                self._after_fork_check_locked()
                 if not counted:
                     stats["requests_num"] = stats.get("requests_num", 0) + 1
                     counted = True
@@ -393,38 +510,72 @@ class ConnectionPool:
                     if self._nconns < self._max_size and self._connecting < len(self._clients):
                         self._start_connect_locked()
             if client is not None:
-                meta = self._wait_for(client, deadline, timeout)
+                meta = self._wait_for(client, t0, timeout, outer if by_deadline else None)
             assert meta is not None
             if self._prepare(meta):
                 break
         meta.out_since = _monotonic()
         return meta.conn
 
-    def putconn(self, conn: Any) -> None:
-        """Give back a connection from :meth:`getconn`. An open transaction is rolled back; a broken
-        connection, or one in an unknown state, is closed and replaced in the background."""
-        self._putconn(conn)
+    def putconn(self, conn: Any, key: Any = None, close: bool = False) -> None:
+        """Give back a connection from :meth:`getconn`. An open transaction is rolled back and the
+        session settings the connection had when configured are restored; a broken connection, or
+        one in an unknown state, is closed and replaced in the background.
 
-    def _putconn(self, conn: Any, rollback_expected: bool = False) -> None:
+        psycopg2.pool's shapes work: ``key`` (optional; found from the connection when omitted)
+        and ``close=True``, which closes the connection instead of keeping it (the pool replaces
+        it as needed). Returning a connection that another greenlet is using right now raises
+        ``ProgrammingError`` and changes nothing: return it once that call has finished.
+        """
+        if key is not None and self._keyed.get(key) is not conn:
+            raise ValueError(
+                f"putconn(): the connection {conn!r} was not taken from pool {self.name!r} with "
+                f"key {key!r}; pass the key it was taken with, or none"
+            )
+        self._putconn(conn, close=close)
+
+    def _putconn(self, conn: Any, rollback_expected: bool = False, close: bool = False) -> None:
         meta = self._owned.get(id(conn))
         if meta is None or meta.conn is not conn:
+            if self._inherited.pop(id(conn), None) is conn:
+                _detach(conn)  # checked out in the parent before a fork(): not this process's
+                return
             raise ValueError(f"putconn(): the connection {conn!r} does not belong to pool {self.name!r}")
         if not meta.out_since:
             raise ValueError(
                 f"putconn(): the connection {conn!r} was already returned to pool {self.name!r}; "
                 "return each connection once"
             )
+        user = _used_elsewhere(conn)
+        if user is not None:
+            who = "another thread" if getattr(user, "parent", False) is None else repr(user)
+            raise psycopg2.ProgrammingError(
+                f"putconn(): the connection is in use by {who} right now (inside a query or "
+                f"another call), so pool {self.name!r} cannot take it back; it stays checked out. "
+                "Return it from that greenlet/thread once its call has finished (cancel a long "
+                "query first with conn.cancel())"
+            )
         now = _monotonic()
         usage = int((now - meta.out_since) * 1000)
         meta.out_since = 0.0
-        if conn.closed:
+        key = self._key_of.pop(id(conn), None)
+        if key is not None:
+            self._keyed.pop(key, None)
+        if conn.closed or close:
             ok = False
-        elif conn.get_transaction_status() == _IDLE and self._reset is None:
-            ok = getattr(conn, "_pg_depth", 0) == 0 and getattr(conn, "_pg_pending", None) is None
+        elif (
+            self._reset is None
+            and conn.get_transaction_status() == _IDLE
+            and _settings(conn) == meta.settings
+            and not conn.notifies
+            and not conn.notices
+            and _encoding_agrees(conn)
+        ):
+            ok = getattr(conn, "_pg_pending", None) is None
         else:
             try:
                 with _own_deadline():
-                    ok = self._reset_for_reuse(conn, rollback_expected)
+                    ok = self._reset_for_reuse(conn, meta.settings, rollback_expected)
             except BaseException:
                 self._count("usage_ms", usage)
                 self._discard(meta)
@@ -432,7 +583,7 @@ class ConnectionPool:
             now = _monotonic()
         if not ok or not self._reuse:
             self._count("usage_ms", usage)
-            if not ok:
+            if not ok and not close:
                 self._count("returns_bad")
             self._discard(meta)
             return
@@ -519,10 +670,17 @@ class ConnectionPool:
     def discard_all(conn: Any) -> None:
         """A ``reset=`` callback that leaves no session state behind: ``DISCARD ALL``.
 
-        It drops temporary tables, prepared statements, ``SET`` parameters, advisory locks and
-        ``LISTEN`` registrations, so the next client starts from a clean session. It costs one round
-        trip per return. Do not use it behind PgBouncer in transaction pooling mode (the server
-        session is not yours there; PgBouncer runs its own ``server_reset_query``).
+        It drops temporary tables, prepared statements, ``SET`` parameters (``SET ROLE``,
+        ``search_path``...), advisory locks and ``LISTEN`` registrations, so the next client starts
+        from a clean session. It costs one round trip per return. It also resets the server's
+        ``client_encoding``; the pool then re-establishes the encoding psycopg2 decodes with (the
+        one the connection had after ``configure``), so text never comes back mis-decoded.
+
+        Behind PgBouncer in transaction pooling mode the server session is not yours: each
+        transaction may run on another server connection, so this cleans a session other clients
+        share. PgBouncer does *not* run its ``server_reset_query`` in transaction mode (only with
+        ``server_reset_query_always = 1``), so there a session-level ``SET`` leaks to other clients
+        whatever this pool does: use ``SET LOCAL`` inside transactions instead.
         """
         was = conn.autocommit
         conn.autocommit = True
@@ -533,7 +691,9 @@ class ConnectionPool:
 
     # ------------------------------------------------------------------ checkout and return
 
-    def _wait_for(self, client: _Client, deadline: float, timeout: float) -> _Meta:
+    def _wait_for(
+        self, client: _Client, t0: float, timeout: float, outer: Optional[tuple[float, float]]
+    ) -> _Meta:
         try:
             # No timeout here: the scheduler wakes clients whose deadline passed (see
             # _expire_at_locked) — one timer for all waiting clients instead of one each.
@@ -558,12 +718,37 @@ class ConnectionPool:
             raise client.error
         if meta is None:
             self._count("requests_errors")
-            raise PoolTimeout(
-                f"couldn't get a connection after {timeout:.2f} sec from pool {self.name!r} "
-                f"(size {self._nconns}, max_size={self._max_size}, {len(self._clients)} waiting); "
-                "raise max_size or the timeout, or return connections sooner"
-            )
+            raise self._timeout_error(client, t0, timeout, outer)
         return meta
+
+    def _timeout_error(
+        self, client: _Client, t0: float, timeout: float, outer: Optional[tuple[float, float]]
+    ) -> PoolTimeout:
+        """Say why no connection came: the pool cannot connect (chain that error, advise on the
+        connection), it is busy (advise on sizing), or an enclosing deadline expired first."""
+        waiting = max(client.queued, 1)
+        cause = self._last_connect_error
+        if outer is not None:
+            head = (
+                f"couldn't get a connection from pool {self.name!r} within the enclosing "
+                f"psycogreen.timeout({outer[1]:.2f}) (waited {_monotonic() - t0:.2f} sec of the "
+                f"pool's {timeout:.2f})"
+            )
+        else:
+            head = f"couldn't get a connection after {timeout:.2f} sec from pool {self.name!r}"
+        state = f"size {self._nconns}, max_size={self._max_size}, {waiting} waiting"
+        if cause is not None:
+            reason = str(cause).strip().replace("\n", " ") or type(cause).__name__
+            msg = (
+                f"{head}: the pool cannot connect to the server ({self._safe}): {reason} ({state}); "
+                "fix the connection settings (host, port, dbname, user, password) or the server: "
+                "the pool keeps retrying in the background"
+            )
+        else:
+            msg = f"{head} ({state}); raise max_size or the timeout, or return connections sooner"
+        err: PoolTimeout = _PoolDeadline(msg) if outer is not None else PoolTimeout(msg)
+        err.__cause__ = cause
+        return err
 
     def _abandon(self, client: _Client) -> None:
         with self._lock:
@@ -591,11 +776,10 @@ class ConnectionPool:
         if now >= meta.expire_at or meta.conn.closed:
             self._discard(meta)
             return False
-        idle_for = now - meta.returned_at
-        if idle_for < FRESH_FOR and self._check is None:
-            return True
+        # Every checkout looks at the socket (two non-blocking reads, no round trip, ~1-2 us): a
+        # connection whose backend was terminated a moment ago is never handed out.
         try:
-            roundtrip = idle_for > self.stale_after
+            roundtrip = now - meta.returned_at > self.stale_after
             if roundtrip or self._check is not None:
                 with _own_deadline():
                     good = self._alive(meta.conn, roundtrip)
@@ -636,14 +820,23 @@ class ConnectionPool:
         except psycopg2.Error as e:
             logger.info("pool %r: connection failed its check: %s", self.name, e)
             return False
+        except Exception as e:  # noqa: BLE001 - a check() bug rejects the connection, not the client
+            logger.warning(
+                "pool %r: check() raised %s: %s; discarding the connection and trying another",
+                self.name,
+                type(e).__name__,
+                e,
+            )
+            return False
         return not conn.closed
 
-    def _reset_for_reuse(self, conn: Any, rollback_expected: bool = False) -> bool:
-        """Bring a returned connection back to idle; False if it cannot be trusted any more."""
+    def _reset_for_reuse(self, conn: Any, settings: tuple[Any, ...], rollback_expected: bool = False) -> bool:
+        """Bring a returned connection back to idle and as configured; False if it cannot be
+        trusted any more."""
         if conn.closed:
             return False
         if getattr(conn, "_pg_depth", 0) or getattr(conn, "_pg_pending", None) is not None:
-            return False  # another greenlet is inside a call on it, or an interrupt is parked
+            return False  # an interrupt is parked on it: its state is unknown
         status = conn.get_transaction_status()
         try:
             if status in (_INTRANS, _INERROR):
@@ -658,6 +851,9 @@ class ConnectionPool:
                 if conn.get_transaction_status() != _IDLE:
                     logger.warning("pool %r: reset() left a transaction open; discarding", self.name)
                     return False
+            _restore_settings(conn, settings)
+            if conn.get_transaction_status() != _IDLE:
+                return False
         except psycopg2.Error as e:
             logger.warning("pool %r: discarding a connection that failed its reset: %s", self.name, e)
             return False
@@ -699,7 +895,7 @@ class ConnectionPool:
     def _start_connect_locked(self) -> None:
         self._nconns += 1
         self._connecting += 1
-        self._run_locked(_Connect())
+        self._run_locked(_Connect(self._gen))
 
     def _connect(self) -> Any:
         """Make one connection: ``psycopg2.connect`` (green once psycogreen is patched) + configure."""
@@ -728,9 +924,18 @@ class ConnectionPool:
             raise
         return conn
 
-    def _connected(self, conn: Any) -> None:
+    def _connected(self, job: _Connect, conn: Any) -> None:
         meta = _Meta(conn, self.max_lifetime, self.max_idle)
         fill: list[Any] = []
+        with self._lock:
+            if job.gen != self._gen:  # started in the parent before a fork(): not ours
+                stale = True
+            else:
+                stale = False
+                self._last_connect_error = None
+        if stale:
+            _detach(conn)
+            return
         with self._lock:
             self._connecting -= 1
             if self._closed:
@@ -752,6 +957,9 @@ class ConnectionPool:
         if job.first_failure is None:
             job.first_failure = now
         with self._lock:
+            if job.gen != self._gen:
+                return
+            self._last_connect_error = error.with_traceback(None)  # its frames would hold the pool
             give_up = self._closed or now - job.first_failure >= self.reconnect_timeout
             # Not needed any more (no one waits, enough connections): let the slot go.
             needed = self._nconns <= self._min_size or self._connecting <= len(self._clients)
@@ -787,7 +995,7 @@ class ConnectionPool:
         self._jobs.append(job)
         if self._nworkers < self.num_workers:
             self._nworkers += 1
-            current_waiter().spawn(_worker, weakref.ref(self))
+            current_waiter().spawn(_worker, weakref.ref(self), self._gen)
 
     def _schedule_locked(self, delay: float, job: Callable[[ConnectionPool], None]) -> None:
         when = _monotonic() + delay
@@ -816,6 +1024,7 @@ class ConnectionPool:
     def _expire_clients_locked(self, now: float) -> float:
         """Time out the clients whose deadline passed; return the next live client's deadline."""
         expiry = self._expiry
+        queued = len(self._clients)  # before this batch leaves: each timed-out client saw them all
         while expiry:
             deadline, _, client = expiry[0]
             if client.meta is not None or client.gone:
@@ -823,6 +1032,7 @@ class ConnectionPool:
             elif deadline <= now:
                 heapq.heappop(expiry)
                 client.gone = True
+                client.queued = queued
                 try:
                     self._clients.remove(client)
                 except ValueError:
@@ -861,6 +1071,63 @@ class ConnectionPool:
         for m in doomed:
             _close_quietly(m.conn)
 
+    # ------------------------------------------------------------------ fork
+
+    def _after_fork_in_child(self) -> None:
+        """In a child process right after ``fork()``: forget the parent's connections and tasks.
+
+        The parent's sockets are shared with the child: a connection used by both would mix two
+        conversations, and closing one the normal way would end the parent's session. So idle
+        connections are detached (see :func:`_detach`), connections checked out at the fork are
+        remembered as inherited (``putconn`` detaches them), and the child opens its own, lazily, on
+        first use. Background threads do not survive a fork; gevent/eventlet copies of them stand
+        down (they see another generation). Clients still waiting (green threads copied into the
+        child) are failed at once rather than left waiting on tasks that are gone.
+        """
+        self._lock = current_waiter().Lock()
+        self._gen += 1
+        idle = list(self._idle)
+        self._inherited = {id(m.conn): m.conn for m in self._owned.values() if m.out_since}
+        self._idle.clear()
+        self._owned.clear()
+        self._keyed.clear()
+        self._key_of.clear()
+        self._nconns = self._connecting = self._nworkers = 0
+        self._jobs.clear()
+        self._sched.clear()
+        self._expiry.clear()
+        self._sched_running = False
+        clients, self._clients = list(self._clients), deque()
+        fill, self._fill_events = self._fill_events, []
+        self._last_connect_error = None
+        self._stats = {}
+        if not self._closed:
+            self._sched_event = current_waiter().Event()
+            weakref.finalize(self, self._sched_event.set)
+        self._refill = not self._closed
+        for m in idle:
+            _detach(m.conn)
+        err = PoolClosed(
+            f"pool {self.name!r}: the process forked while this client waited for a connection; "
+            "the child's pool starts afresh: retry"
+        )
+        for c in clients:
+            c.gone = True
+            c.error = err
+            c.event.set()
+        for ev in fill:
+            ev.set()
+
+    _refill = False
+
+    def _after_fork_check_locked(self) -> None:
+        """First use in a forked child: start the child's own connections and maintenance."""
+        if self._refill:
+            self._refill = False
+            if not self._closed:
+                self._grow_locked()
+                self._schedule_locked(self._sweep_period(), _Sweep())
+
     # ------------------------------------------------------------------ helpers
 
     def _require_open(self) -> None:
@@ -876,24 +1143,26 @@ class ConnectionPool:
 class _Connect:
     """Background job: make one connection, retrying with backoff while it is still needed."""
 
-    __slots__ = ("delay", "first_failure")
+    __slots__ = ("delay", "first_failure", "gen")
 
-    def __init__(self) -> None:
+    def __init__(self, gen: int) -> None:
         self.delay = 0.0
         self.first_failure: Optional[float] = None
+        self.gen = gen
 
     def __call__(self, pool: ConnectionPool) -> None:
-        if pool._closed:
+        if pool._closed or self.gen != pool._gen:
             with pool._lock:
-                pool._nconns -= 1
-                pool._connecting -= 1
+                if self.gen == pool._gen:
+                    pool._nconns -= 1
+                    pool._connecting -= 1
             return
         try:
             conn = pool._connect()
         except Exception as e:  # noqa: BLE001 - any failure to connect is retried with backoff
             pool._connect_failed(self, e)
             return
-        pool._connected(conn)
+        pool._connected(self, conn)
 
 
 class _Sweep:
@@ -903,13 +1172,15 @@ class _Sweep:
         pool._sweep()
 
 
-def _worker(ref: weakref.ReferenceType[ConnectionPool]) -> None:
+def _worker(ref: weakref.ReferenceType[ConnectionPool], gen: int) -> None:
     """Run queued jobs until there are none; holds the pool only while running one."""
     while True:
         pool = ref()
         if pool is None:
             return
         with pool._lock:
+            if pool._gen != gen:
+                return  # a copy of the parent's worker in a forked child: the child has its own
             if not pool._jobs:
                 pool._nworkers -= 1
                 return
@@ -928,6 +1199,8 @@ def _scheduler(ref: weakref.ReferenceType[ConnectionPool], event: Any) -> None:
         if pool is None:
             return
         with pool._lock:
+            if pool._sched_event is not event:
+                return  # a copy of the parent's scheduler in a forked child: the child has its own
             now = _monotonic()
             next_client = pool._expire_clients_locked(now)
             if pool._closed or (not pool._sched and next_client == float("inf")):
@@ -945,12 +1218,57 @@ def _scheduler(ref: weakref.ReferenceType[ConnectionPool], event: Any) -> None:
             # Killed (e.g. gevent.killall at shutdown): waiting clients rely on this task to time
             # them out, so hand the job to a new scheduler while the pool is open, then stop.
             pool = ref()
-            if pool is not None:
+            if pool is not None and pool._sched_event is event:
                 with pool._lock:
                     pool._sched_running = False
                     if not pool._closed and (pool._clients or pool._sched):
                         pool._wake_scheduler_locked(_monotonic())
             raise
+
+
+def _restore_settings(conn: Any, settings: tuple[Any, ...]) -> None:
+    """Put back what a borrower changed on the psycopg2 connection: autocommit first (psycopg2
+    applies the transaction characteristics differently in and out of autocommit), then isolation
+    level, read-only and deferrable, the client encoding, and empty notices/notifies. Each costs
+    nothing unless it changed (a ``SET`` round trip at most)."""
+    autocommit, isolation, readonly, deferrable, encoding = settings
+    if conn.autocommit != autocommit:
+        conn.autocommit = autocommit
+    if conn.isolation_level != isolation:
+        conn.isolation_level = isolation
+    if conn.readonly != readonly:
+        conn.readonly = readonly
+    if conn.deferrable != deferrable:
+        conn.deferrable = deferrable
+    if _norm_encoding(conn.encoding) != _norm_encoding(encoding):
+        conn.set_client_encoding(encoding)
+    if not _encoding_agrees(conn):
+        # The server's encoding changed behind psycopg2 (DISCARD ALL, RESET ALL, a raw SET):
+        # psycopg2 would decode with the wrong codec. Tell the server what psycopg2 believes.
+        was = conn.autocommit
+        conn.autocommit = True
+        try:
+            conn.cursor().execute(
+                "SELECT pg_catalog.set_config('client_encoding', %s, false)", (conn.encoding,)
+            )
+        finally:
+            conn.autocommit = was
+    if conn.notices:
+        conn.notices.clear()
+    if conn.notifies:
+        conn.notifies.clear()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_pools):
+        try:
+            pool._after_fork_in_child()
+        except Exception:  # noqa: BLE001 - never break the child's fork
+            logger.exception("pool %r: could not reset after fork", pool.name)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _close_quietly(conn: Any) -> None:

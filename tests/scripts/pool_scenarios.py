@@ -312,4 +312,149 @@ def max_waiting() -> None:
     pool.close()
 
 
+def busy_putconn() -> None:
+    """putconn() of a connection another green thread is inside a query on: a clear error at once,
+    no freeze, and the pool unchanged (the owner returns it later as usual)."""
+    pool = make_pool(min_size=1, max_size=1)
+    pool.wait(10)
+    mon = kit.monitor()
+    c = pool.getconn()
+    g = kit.spawn(lambda: c.cursor().execute("select pg_sleep(1.5) /* busy_putconn */"))
+    kit.wait_until(lambda: kit.running(mon, "%busy_putconn%") == 1, what="the query to run")
+    ticker = kit.Ticker()
+    t0 = time.monotonic()
+    try:
+        pool.putconn(c)
+        error = None
+    except psycopg2.ProgrammingError as e:
+        error = str(e)
+    elapsed = time.monotonic() - t0
+    in_use_after_error = len(pool._owned) - len(pool._idle)
+    kit.joinall([g], timeout=10)
+    gap = ticker.stop()
+    kit.result(g)
+    pool.putconn(c)  # by its owner, once the query is over: accepted
+    with pool.connection(timeout=5) as c2:
+        same = c2 is c
+        c2.cursor().execute("select 1")
+    kit.emit(
+        error=error,
+        elapsed=elapsed,
+        max_gap=gap,
+        in_use_after_error=in_use_after_error,
+        same=same,
+        stats=pool.get_stats(),
+    )
+    pool.close()
+
+
+def check_raises() -> None:
+    """A check= callback raising a non-psycopg2 exception rejects the connection (the client gets
+    another one, never the exception)."""
+    calls: list[int] = []
+
+    def check(conn: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ZeroDivisionError("check bug")
+
+    pool = make_pool(min_size=1, max_size=2, check=check)
+    pool.wait(10)
+    with pool.connection(timeout=10) as c:
+        cur = c.cursor()
+        cur.execute("select 1")
+        got = cur.fetchone()[0]
+    kit.emit(got=got, calls=len(calls), stats=pool.get_stats())
+    pool.close()
+
+
+def _table(mon: Any, name: str) -> None:
+    mon.cursor().execute(f"drop table if exists {name}; create table {name} (x int, s text)")
+
+
+def state() -> None:
+    """Whatever a borrower changes on the connection object, the next borrower finds it as
+    configured (issue 10.1), including the two data-loss cases."""
+    mon = kit.monitor()
+    t_ac, t_enc = f"state_ac_{kit.FRAMEWORK}", f"state_enc_{kit.FRAMEWORK}"
+    _table(mon, t_ac)
+    _table(mon, t_enc)
+    mon.cursor().execute(f"insert into {t_enc} values (1, 'café')")
+    res: dict[str, Any] = {}
+
+    # 1. autocommit left on, then a failing `with` block: its rows must not persist.
+    pool = make_pool(min_size=1, max_size=1)
+    pool.wait(10)
+    with pool.connection() as c:
+        c.autocommit = True
+    try:
+        with pool.connection() as c:
+            c.cursor().execute(f"insert into {t_ac} values (1)")
+            raise ValueError("the block fails")
+    except ValueError:
+        pass
+    cur = mon.cursor()
+    cur.execute(f"select count(*) from {t_ac}")
+    res["rows_after_failed_block"] = cur.fetchone()[0]
+
+    # 2. every other psycopg2-side setting, and queued notices/notifies.
+    with pool.connection() as c:
+        base = (c.autocommit, c.isolation_level, c.readonly, c.deferrable, c.encoding)
+        c.cursor().execute("listen state_chan; notify state_chan, 'x'")
+        c.cursor().execute("do $$ begin raise notice 'hello'; end $$")
+        c.commit()
+        res["queued"] = [len(c.notifies), len(c.notices)]
+        c.isolation_level = psycopg2.extensions.ISOLATION_LEVEL_SERIALIZABLE
+        c.readonly = True
+        c.deferrable = True
+        c.set_client_encoding("LATIN1")
+        c.autocommit = True
+        c.cursor().execute("unlisten *")
+    with pool.connection() as c:
+        res["settings_restored"] = (
+            c.autocommit,
+            c.isolation_level,
+            c.readonly,
+            c.deferrable,
+            c.encoding,
+        ) == base
+        res["lists_empty"] = [len(c.notifies), len(c.notices)]
+        cur = c.cursor()
+        cur.execute("show transaction_isolation")
+        iso = cur.fetchone()[0]
+        cur.execute("show transaction_read_only")
+        res["server_tx"] = [iso, cur.fetchone()[0], c.get_parameter_status("client_encoding")]
+    pool.close()
+
+    # 3. LATIN1 + DISCARD ALL: the next borrower reads and writes 'café' correctly.
+    pool = make_pool(min_size=1, max_size=1, reset=ConnectionPool.discard_all)
+    pool.wait(10)
+    with pool.connection() as c:
+        c.set_client_encoding("LATIN1")
+    with pool.connection() as c:
+        cur = c.cursor()
+        cur.execute(f"insert into {t_enc} values (2, 'café')")
+        cur.execute(f"select s from {t_enc} order by x")
+        res["discard_all_roundtrip"] = [r[0] for r in cur.fetchall()]
+    pool.close()
+
+    # 4. configured LATIN1 (the baseline itself) + DISCARD ALL: the server is told again.
+    def latin1(conn: Any) -> None:
+        conn.set_client_encoding("LATIN1")
+
+    pool = make_pool(min_size=1, max_size=1, reset=ConnectionPool.discard_all, configure=latin1)
+    pool.wait(10)
+    with pool.connection() as c:
+        c.cursor().execute("select 1")
+    with pool.connection() as c:
+        cur = c.cursor()
+        cur.execute(f"select s from {t_enc} where x = 1")
+        res["configured_latin1"] = [cur.fetchone()[0], c.encoding, c.get_parameter_status("client_encoding")]
+    pool.close()
+    cur = mon.cursor()
+    cur.execute(f"select count(*) from {t_enc} where s = 'café'")
+    res["stored_cafe"] = cur.fetchone()[0]
+    kit.emit(**res)
+
+
 globals()[SCENARIO]()
