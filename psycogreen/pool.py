@@ -33,11 +33,14 @@ Logging goes to the ``psycogreen.pool`` logger; connection strings are logged wi
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import heapq
 import itertools
 import logging
 import os
 import random
+import socket
 import time
 import weakref
 from collections import deque
@@ -118,7 +121,37 @@ def _norm_encoding(name: Optional[str]) -> str:
 
 def _encoding_agrees(conn: Any) -> bool:
     """Does the server's ``client_encoding`` (as last reported to libpq) match psycopg2's belief?"""
-    return _norm_encoding(conn.get_parameter_status("client_encoding")) == _norm_encoding(conn.encoding)
+    server, believed = conn.get_parameter_status("client_encoding"), conn.encoding
+    return bool(server == believed or _norm_encoding(server) == _norm_encoding(believed))
+
+
+def _libc_peek() -> Any:
+    """libc's ``recv`` for a one-byte ``MSG_PEEK | MSG_DONTWAIT`` look at a socket (None where that
+    is not available): the cheapest way to learn that nothing arrived on an idle connection.
+    Called through ctypes, so monkey-patching never turns it into a green wait."""
+    flags = getattr(socket, "MSG_PEEK", 0) | getattr(socket, "MSG_DONTWAIT", 0)
+    if not getattr(socket, "MSG_DONTWAIT", 0):
+        return None
+    try:
+        recv = ctypes.CDLL(None, use_errno=True).recv
+    except (OSError, AttributeError):
+        return None
+    recv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    recv.restype = ctypes.c_ssize_t
+    shared = ctypes.create_string_buffer(1)  # for the common look, whose byte is never read
+
+    def peek(fd: int, want_byte: bool = False) -> tuple[int, bytes]:
+        if not want_byte:
+            return recv(fd, shared, 1, flags), b""
+        own = ctypes.create_string_buffer(1)
+        n = recv(fd, own, 1, flags)
+        return n, own.raw
+
+    return peek
+
+
+_peek = _libc_peek()
+_NOTHING_YET = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 
 
 def _detach(conn: Any) -> None:
@@ -794,18 +827,44 @@ class ConnectionPool:
             self._discard(meta)
         return good
 
-    def _alive(self, conn: Any, roundtrip: bool) -> bool:
-        if conn.closed:
-            return False
-        # A non-blocking read of whatever the server sent while the connection sat idle: a terminated
-        # backend's FATAL message, then EOF. Two reads see both; neither ever waits.
+    @staticmethod
+    def _socket_alive(conn: Any) -> bool:
+        """Look at what the server sent while the connection sat idle, without a round trip and
+        without ever waiting: a terminated backend leaves its FATAL message, then EOF.
+
+        First a one-byte peek (one syscall, a few us): nothing arrived is the common case and ends
+        here; an ErrorResponse (``E``, unencrypted connections) means the server is ending the
+        session. Anything else is read by libpq (``PQconsumeInput``, twice: the FATAL message, then
+        the EOF) and ``PQstatus`` says whether the connection survived.
+        """
         try:
             ptr = _libpq.pgconn(conn)
         except psycopg2.Error:
             return False
+        if _peek is not None:
+            try:
+                fd = conn.fileno()
+            except psycopg2.Error:
+                return False
+            n, _ = _peek(fd)
+            if n < 0 and ctypes.get_errno() in _NOTHING_YET:
+                return True
+            if n == 0:
+                return False  # EOF: the server closed the connection
+            if n > 0 and conn.info.ssl_in_use is False and _peek(fd, True)[1] == b"E":
+                # An ErrorResponse to an idle session is the server ending it ("terminating
+                # connection due to administrator command"); its EOF may still be on the way.
+                return False
         for _ in range(2):
             if not _libpq.lib.PQconsumeInput(ptr) or _libpq.lib.PQstatus(ptr) != 0:
                 return False
+        return True
+
+    def _alive(self, conn: Any, roundtrip: bool) -> bool:
+        if conn.closed:
+            return False
+        if not self._socket_alive(conn):
+            return False
         try:
             if roundtrip:
                 was = conn.autocommit
