@@ -91,3 +91,53 @@ def test_max_waiting(run_script: RunScript, framework: str) -> None:
     assert "max_waiting=2" in out["error"], out
     assert out["elapsed"] < 0.5, out
     assert out["got"] == ["ok", "ok"], out
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_terminated_fresh_connections_are_never_handed_out(run_script: RunScript, framework: str) -> None:
+    # Backends killed right after their connections were returned (< 0.1 s: main skipped the look).
+    out = run_script("pool_kills.py", framework, "4")
+    assert out["kills"] == 24 and out["checkouts"] == 480, out
+    assert out["broken"] == 0, out
+    assert out["connections_lost"] == out["kills"], out
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_putconn_of_a_busy_connection_raises(run_script: RunScript, framework: str) -> None:
+    out = run_script("pool_scenarios.py", framework, "busy_putconn")
+    assert out["error"] and "is in use by" in out["error"] and "stays checked out" in out["error"], out
+    assert out["elapsed"] < 0.5 and out["max_gap"] < 0.5, out  # no freeze
+    assert out["in_use_after_error"] == 1, out
+    assert out["same"], out  # returned later by its owner, handed out again
+    assert out["stats"]["pool_size"] == 1 and "returns_bad" not in out["stats"], out
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_check_callback_raising_anything_rejects(run_script: RunScript, framework: str) -> None:
+    out = run_script("pool_scenarios.py", framework, "check_raises")
+    assert out["got"] == 1 and out["calls"] == 2, out
+    assert out["stats"]["connections_lost"] == 1, out
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_borrowers_settings_never_reach_the_next_borrower(run_script: RunScript, framework: str) -> None:
+    out = run_script("pool_scenarios.py", framework, "state")
+    assert out["rows_after_failed_block"] == 0, out  # autocommit left on: nothing persisted
+    assert out["queued"] == [1, 1], out  # the borrower did have a notify and a notice queued
+    assert out["settings_restored"] and out["lists_empty"] == [0, 0], out
+    assert out["server_tx"] == ["read committed", "off", "UTF8"], out
+    assert out["discard_all_roundtrip"] == ["café", "café"], out  # LATIN1 + DISCARD ALL
+    assert out["configured_latin1"] == ["café", "LATIN1", "LATIN1"], out
+    assert out["stored_cafe"] == 2, out
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_pool_created_before_fork(run_script: RunScript, framework: str) -> None:
+    out = run_script("pool_fork.py", framework)
+    child = out["child"]
+    assert "error" not in child, out
+    assert child["new_backend"], out  # the child never shares the parent's sessions
+    assert child["exhausted"].startswith("PoolTimeout: couldn't get a connection after 0.50 sec"), out
+    assert child["timeout_s"] < 5, out  # bounded (main: waited forever under threads)
+    assert out["child_status"] == 0, out
+    assert out["held_pid_ok"] and out["parent_after"] == out["parent_pids"], out  # parent untouched
