@@ -481,16 +481,23 @@ class ConnectionPool:
         returned to the pool in both cases."""
         return _ConnectionContext(self, timeout)
 
-    def getconn(self, key: Any = None, timeout: Optional[float] = None) -> Any:
+    def getconn(
+        self, key_or_timeout: Any = None, /, timeout: Optional[float] = None, *, key: Any = None
+    ) -> Any:
         """Take a connection, waiting at most ``timeout`` (default: the pool's) seconds for one.
 
-        Both call shapes work: psycopg_pool's ``getconn(timeout=2.0)`` (a positional *number* is a
-        timeout too) and psycopg2.pool's ``getconn(key)``: while a connection taken with a key is
-        checked out, the same key returns the same connection (pass numeric keys as ``key=``).
+        Both call shapes work: psycopg_pool's ``getconn(timeout=2.0)`` or ``getconn(2.0)`` (a
+        positional *number* is a timeout) and psycopg2.pool's ``getconn(key)`` (any other
+        positional value is a key; pass a numeric key as ``key=7``). While a connection taken with
+        a key is checked out, the same key returns the same connection, as in psycopg2.pool.
         An enclosing ``psycogreen.timeout()`` bounds the wait too: the tighter of the two wins.
         """
-        if timeout is None and isinstance(key, (int, float)) and not isinstance(key, bool):
-            key, timeout = None, float(key)
+        if key_or_timeout is not None:
+            if isinstance(key_or_timeout, (int, float)) and not isinstance(key_or_timeout, bool):
+                if timeout is None:
+                    timeout = float(key_or_timeout)
+            elif key is None:
+                key = key_or_timeout
         if key is not None:
             with self._lock:
                 self._after_fork_check_locked()
