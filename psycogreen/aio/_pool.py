@@ -106,8 +106,11 @@ class ConnectionPool:
     async def getconn(self, timeout: Optional[float] = None) -> AsyncConnection:
         return AsyncConnection(await call(self.sync.getconn, timeout))
 
-    async def putconn(self, conn: AsyncConnection) -> None:
-        await call_shielded(self.sync.putconn, conn.raw if isinstance(conn, AsyncConnection) else conn)
+    async def putconn(self, conn: AsyncConnection, close: bool = False) -> None:
+        """Give back a connection from :meth:`getconn` (``close=True``: close it instead of keeping
+        it). As in the sync pool, the settings it had when configured are restored."""
+        raw = conn.raw if isinstance(conn, AsyncConnection) else conn
+        await call_shielded(self.sync.putconn, raw, None, close)
 
     async def resize(self, min_size: int, max_size: Optional[int] = None) -> None:
         await call(self.sync.resize, min_size, max_size)
