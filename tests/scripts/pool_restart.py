@@ -29,6 +29,7 @@ pool = ConnectionPool(
 pool.wait(10)
 counts = {"ok_before": 0, "ok_after": 0, "errors": 0, "pool_timeouts": 0}
 restarted_at = [0.0]
+first_ok_after: list[float] = []  # seconds from the server being back to the first success
 stop_at = time.monotonic() + 6.0
 
 
@@ -38,7 +39,11 @@ def client(i: int) -> None:
         try:
             with pool.connection() as c:
                 c.cursor().execute("select pg_sleep(0.01)")
-            counts["ok_after" if restarted_at[0] and time.monotonic() > restarted_at[0] else "ok_before"] += 1
+            now = time.monotonic()
+            after = bool(restarted_at[0]) and now > restarted_at[0]
+            counts["ok_after" if after else "ok_before"] += 1
+            if after and not first_ok_after:
+                first_ok_after.append(now - restarted_at[0])
         except PoolTimeout:
             counts["pool_timeouts"] += 1
         except psycopg2.Error:
@@ -62,4 +67,11 @@ mon.close()
 stats = pool.get_stats()
 pool.close()
 server.destroy()
-kit.emit(**counts, hung=hung, backends=backends, stats=stats, reconnect_failed=len(failed_calls))
+kit.emit(
+    **counts,
+    hung=hung,
+    backends=backends,
+    stats=stats,
+    reconnect_failed=len(failed_calls),
+    recovered_s=first_ok_after[0] if first_ok_after else None,
+)
