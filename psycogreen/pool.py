@@ -17,9 +17,20 @@ eventlet or blocking ``threading`` primitives: every wait goes through the primi
 - ``spawn(fn, *args)`` — background workers (connect, replace, shrink) and the scheduler, started
   on demand and finished when there is nothing left to do;
 - ``sleep(seconds)`` — only in ``close()`` while workers finish;
-- ``Lock()`` — taken once, at construction. It guards *decisions only*: no I/O and no wait ever
-  happens while it is held, so it never switches green threads and any lock that is safe for OS
-  threads is correct for greenlets on one thread too.
+- ``Lock()`` — taken once, at construction (and again in a forked child). It guards *decisions
+  only*: no I/O and no wait ever happens while it is held, so it never switches green threads and
+  any lock that is safe for OS threads is correct for greenlets on one thread too.
+
+What a borrower gets and leaves
+-------------------------------
+Every checkout looks at the connection's socket (a one-byte non-blocking peek: a terminated
+backend's ErrorResponse or EOF is seen without a round trip), so a connection whose backend is
+already gone is never handed out. Every return rolls back, runs ``reset``, and puts back the
+psycopg2-side settings the connection had after ``configure`` (autocommit, isolation level,
+read-only, deferrable, client encoding; notices and notifies emptied), paying only for what changed.
+A connection another green thread is inside a call on cannot be returned (``ProgrammingError``):
+closing it to discard it would wait on that call and freeze the process. After ``os.fork()`` a
+child's pools start afresh without touching the parent's sessions.
 
 So under gevent or eventlet a waiting client parks its greenlet, under plain threads it blocks its
 thread, and inside an asyncio bridge greenlet (``psycogreen.aio``) the bridge's waiter turns the same
@@ -500,6 +511,7 @@ class ConnectionPool:
                 key = key_or_timeout
         if key is not None:
             with self._lock:
+                self._require_open()
                 self._after_fork_check_locked()
                 held = self._keyed.get(key)
             if held is not None:
