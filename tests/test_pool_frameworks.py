@@ -141,3 +141,10 @@ def test_pool_created_before_fork(run_script: RunScript, framework: str) -> None
     assert child["timeout_s"] < 5, out  # bounded (main: waited forever under threads)
     assert out["child_status"] == 0, out
     assert out["held_pid_ok"] and out["parent_after"] == out["parent_pids"], out  # parent untouched
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_closeall_with_a_busy_connection_does_not_freeze(run_script: RunScript, framework: str) -> None:
+    out = run_script("pool_scenarios.py", framework, "busy_closeall")
+    assert out["elapsed"] < 0.5 and out["max_gap"] < 0.5, out
+    assert out["held_closed"] and out["busy_open_during_query"] and out["busy_closed_on_return"], out

@@ -348,6 +348,33 @@ def busy_putconn() -> None:
     pool.close()
 
 
+def busy_closeall() -> None:
+    """psycopg2.pool's closeall() closes checked-out connections, except one a green thread is
+    inside a query on (closing that would freeze the process): it is closed when returned."""
+    pool = make_pool(min_size=2, max_size=2)
+    pool.wait(10)
+    mon = kit.monitor()
+    busy, held = pool.getconn(), pool.getconn()
+    g = kit.spawn(lambda: busy.cursor().execute("select pg_sleep(1) /* busy_closeall */"))
+    kit.wait_until(lambda: kit.running(mon, "%busy_closeall%") == 1, what="the query to run")
+    ticker = kit.Ticker()
+    t0 = time.monotonic()
+    pool.closeall()
+    elapsed = time.monotonic() - t0
+    held_closed, busy_open = bool(held.closed), not busy.closed
+    kit.joinall([g], timeout=10)
+    gap = ticker.stop()
+    kit.result(g)  # the query finished normally
+    pool.putconn(busy)
+    kit.emit(
+        elapsed=elapsed,
+        max_gap=gap,
+        held_closed=held_closed,
+        busy_open_during_query=busy_open,
+        busy_closed_on_return=bool(busy.closed),
+    )
+
+
 def check_raises() -> None:
     """A check= callback raising a non-psycopg2 exception rejects the connection (the client gets
     another one, never the exception)."""
