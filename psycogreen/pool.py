@@ -796,6 +796,8 @@ class ConnectionPool:
                 "fix the connection settings (host, port, dbname, user, password) or the server: "
                 "the pool keeps retrying in the background"
             )
+        elif outer is not None:
+            msg = f"{head} ({state}); raise max_size or the deadline, or return connections sooner"
         else:
             msg = f"{head} ({state}); raise max_size or the timeout, or return connections sooner"
         err: PoolTimeout = _PoolDeadline(msg) if outer is not None else PoolTimeout(msg)

@@ -1,8 +1,10 @@
-"""psycogreen.aio's pool gives every borrower the connection as configured (issue 10.1), on asyncio,
-uvloop and trio: it is the sync pool run through the bridge, so this checks the wiring."""
+"""psycogreen.aio's pool gives every borrower the connection as configured (issue 10.1), and an
+enclosing ``psycogreen.timeout()`` bounds its wait (10.3), on asyncio, uvloop and trio: it is the
+sync pool run through the bridge, so this checks the wiring."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterator
 
 import psycopg2
@@ -11,6 +13,7 @@ import pytest
 
 import psycogreen
 import psycogreen.aio as aio
+from psycogreen.errors import QueryTimeout
 from psycogreen.pool import ConnectionPool as SyncPool
 
 pytestmark = pytest.mark.anyio
@@ -102,3 +105,15 @@ async def test_putconn_close_true(dsn: str) -> None:
         assert conn.closed
         async with pool.connection() as c:
             assert c.raw is not conn.raw and not c.closed
+
+
+async def test_enclosing_deadline_bounds_the_pool_wait(dsn: str) -> None:
+    async with aio.ConnectionPool(dsn, min_size=1, max_size=1, timeout=5) as pool:
+        held = await pool.getconn()
+        t0 = time.monotonic()
+        with pytest.raises(QueryTimeout, match="enclosing psycogreen.timeout"):
+            with psycogreen.timeout(0.3):
+                async with pool.connection():
+                    pass
+        assert time.monotonic() - t0 < 3.0  # not the pool's 5 s
+        await pool.putconn(held)
