@@ -1,5 +1,6 @@
 """The pool under gevent, eventlet and threads: each scenario runs in a subprocess
-(tests/scripts/pool_scenarios.py, pool_restart.py) because monkey-patching is process-wide."""
+(tests/scripts/pool_scenarios.py, pool_restart.py, pool_kills.py, pool_fork.py) because
+monkey-patching is process-wide."""
 
 from __future__ import annotations
 
