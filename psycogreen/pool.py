@@ -133,6 +133,8 @@ def _norm_encoding(name: Optional[str]) -> str:
 def _encoding_agrees(conn: Any) -> bool:
     """Does the server's ``client_encoding`` (as last reported to libpq) match psycopg2's belief?"""
     server, believed = conn.get_parameter_status("client_encoding"), conn.encoding
+    if server is None:  # not reported (a proxy that hides it): nothing to compare, nothing to do
+        return True
     return bool(server == believed or _norm_encoding(server) == _norm_encoding(believed))
 
 
