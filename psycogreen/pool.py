@@ -933,6 +933,7 @@ class ConnectionPool:
                 if conn.get_transaction_status() != _IDLE:
                     logger.warning("pool %r: reset() left a transaction open; discarding", self.name)
                     return False
+                _reapply_characteristics(conn)
             _restore_settings(conn, settings)
             if conn.get_transaction_status() != _IDLE:
                 return False
@@ -1339,6 +1340,19 @@ def _restore_settings(conn: Any, settings: tuple[Any, ...]) -> None:
         conn.notices.clear()
     if conn.notifies:
         conn.notifies.clear()
+
+
+def _reapply_characteristics(conn: Any) -> None:
+    """After a ``reset`` (``DISCARD ALL``, ``RESET ALL``): in autocommit, psycopg2 applies isolation
+    level, read-only and deferrable as session defaults on the server (``default_transaction_*``),
+    which the reset just cleared while psycopg2 still believes them set. Apply them again."""
+    if not conn.autocommit:
+        return  # outside autocommit they go with each BEGIN: nothing on the server to lose
+    for name in ("isolation_level", "readonly", "deferrable"):
+        value = getattr(conn, name)
+        if value is not None:
+            setattr(conn, name, None)  # psycopg2 skips a set to the value it believes in
+            setattr(conn, name, value)
 
 
 def _after_fork_in_child() -> None:

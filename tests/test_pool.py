@@ -253,3 +253,22 @@ def test_pool_is_collected_and_workers_end(dsn: str, threads_patched: str) -> No
 def test_invalid_sizes() -> None:
     with pytest.raises(ValueError):
         ConnectionPool("", min_size=5, max_size=2, open=False)
+
+
+def test_discard_all_keeps_what_configure_set_in_autocommit(dsn: str, threads_patched: str) -> None:
+    # In autocommit psycopg2 sets read-only/isolation as server session defaults, which DISCARD ALL
+    # clears while psycopg2 still believes them: the pool applies them again.
+    def configure(conn: Any) -> None:
+        conn.autocommit = True
+        conn.readonly = True
+        conn.isolation_level = psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ
+
+    reset = ConnectionPool.discard_all
+    with ConnectionPool(dsn, min_size=1, max_size=1, configure=configure, reset=reset) as p:
+        for _ in range(2):
+            with p.connection() as c:
+                cur = c.cursor()
+                cur.execute("show default_transaction_read_only")
+                assert cur.fetchone()[0] == "on"
+                cur.execute("show default_transaction_isolation")
+                assert cur.fetchone()[0] == "repeatable read"
