@@ -123,7 +123,14 @@ def _used_elsewhere(conn: Any) -> Any:
 
 def _settings(conn: Any) -> tuple[Any, ...]:
     """The psycopg2-side session settings a borrower can change, read without a round trip."""
-    return (conn.autocommit, conn.isolation_level, conn.readonly, conn.deferrable, conn.encoding)
+    return (
+        conn.autocommit,
+        conn.isolation_level,
+        conn.readonly,
+        conn.deferrable,
+        conn.encoding,
+        conn.cursor_factory,
+    )
 
 
 def _norm_encoding(name: Optional[str]) -> str:
@@ -1312,9 +1319,10 @@ def _scheduler(ref: weakref.ReferenceType[ConnectionPool], event: Any) -> None:
 def _restore_settings(conn: Any, settings: tuple[Any, ...]) -> None:
     """Put back what a borrower changed on the psycopg2 connection: autocommit first (psycopg2
     applies the transaction characteristics differently in and out of autocommit), then isolation
-    level, read-only and deferrable, the client encoding, and empty notices/notifies. Each costs
+    level, read-only and deferrable, the client encoding, the cursor factory, and empty
+    notices/notifies. Each costs
     nothing unless it changed (a ``SET`` round trip at most)."""
-    autocommit, isolation, readonly, deferrable, encoding = settings
+    autocommit, isolation, readonly, deferrable, encoding, cursor_factory = settings
     if conn.autocommit != autocommit:
         conn.autocommit = autocommit
     if conn.isolation_level != isolation:
@@ -1336,6 +1344,8 @@ def _restore_settings(conn: Any, settings: tuple[Any, ...]) -> None:
             )
         finally:
             conn.autocommit = was
+    if conn.cursor_factory is not cursor_factory:
+        conn.cursor_factory = cursor_factory
     if conn.notices:
         conn.notices.clear()
     if conn.notifies:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import kit
 import psycopg2
+import psycopg2.extras
 
 import psycogreen
 from psycogreen.errors import PoolClosed, PoolTimeout, TooManyRequests
@@ -426,7 +427,7 @@ def state() -> None:
 
     # 2. every other psycopg2-side setting, and queued notices/notifies.
     with pool.connection() as c:
-        base = (c.autocommit, c.isolation_level, c.readonly, c.deferrable, c.encoding)
+        base = (c.autocommit, c.isolation_level, c.readonly, c.deferrable, c.encoding, c.cursor_factory)
         c.cursor().execute("listen state_chan; notify state_chan, 'x'")
         c.cursor().execute("do $$ begin raise notice 'hello'; end $$")
         c.commit()
@@ -435,6 +436,7 @@ def state() -> None:
         c.readonly = True
         c.deferrable = True
         c.set_client_encoding("LATIN1")
+        c.cursor_factory = psycopg2.extras.RealDictCursor
         c.autocommit = True
         c.cursor().execute("unlisten *")
     with pool.connection() as c:
@@ -444,6 +446,7 @@ def state() -> None:
             c.readonly,
             c.deferrable,
             c.encoding,
+            c.cursor_factory,
         ) == base
         res["lists_empty"] = [len(c.notifies), len(c.notices)]
         cur = c.cursor()
