@@ -27,7 +27,8 @@ Every checkout looks at the connection's socket (a one-byte non-blocking peek: a
 backend's ErrorResponse or EOF is seen without a round trip), so a connection whose backend is
 already gone is never handed out. Every return rolls back, runs ``reset``, and puts back the
 psycopg2-side settings the connection had after ``configure`` (autocommit, isolation level,
-read-only, deferrable, client encoding; notices and notifies emptied), paying only for what changed.
+read-only, deferrable, client encoding, cursor factory; notices and notifies emptied), paying only
+for what changed.
 A connection another green thread is inside a call on cannot be returned (``ProgrammingError``):
 closing it to discard it would wait on that call and freeze the process. After ``os.fork()`` a
 child's pools start afresh without touching the parent's sessions.
