@@ -2,14 +2,15 @@
 
 Every error subclasses the psycopg2 exception a caller already catches, so adopting psycogreen never
 requires new ``except`` clauses: a deadline is a ``QueryCanceledError`` (as if the server's
-``statement_timeout`` fired), pool problems are ``OperationalError`` and misuse is a
-``ProgrammingError``.
+``statement_timeout`` fired), pool problems are ``OperationalError`` (and ``psycopg2.pool.PoolError``,
+what code written for ``psycopg2.pool`` catches) and misuse is a ``ProgrammingError``.
 """
 
 from __future__ import annotations
 
 import psycopg2
 import psycopg2.extensions
+import psycopg2.pool
 
 __all__ = [
     "ConcurrentUseError",
@@ -36,13 +37,13 @@ class QueryTimeout(psycopg2.extensions.QueryCanceledError):
     """
 
 
-class PoolTimeout(psycopg2.OperationalError):
+class PoolTimeout(psycopg2.OperationalError, psycopg2.pool.PoolError):
     """No connection could be obtained from a pool within the timeout."""
 
 
-class PoolClosed(psycopg2.OperationalError):
+class PoolClosed(psycopg2.OperationalError, psycopg2.pool.PoolError):
     """The pool is closed (or not opened yet) and cannot hand out connections."""
 
 
-class TooManyRequests(psycopg2.OperationalError):
+class TooManyRequests(psycopg2.OperationalError, psycopg2.pool.PoolError):
     """The pool's queue of waiting clients is full (``max_waiting``)."""

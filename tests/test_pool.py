@@ -11,6 +11,7 @@ import weakref
 from typing import Any, Iterator
 
 import psycopg2
+import psycopg2.pool
 import pytest
 
 from psycogreen.errors import PoolClosed, PoolTimeout, TooManyRequests
@@ -30,6 +31,7 @@ def pool(dsn: str, threads_patched: str) -> Iterator[ConnectionPool]:
 def test_errors_are_operational_errors() -> None:
     for cls in (PoolClosed, PoolTimeout, TooManyRequests):
         assert issubclass(cls, psycopg2.OperationalError)
+        assert issubclass(cls, psycopg2.pool.PoolError)  # what psycopg2.pool code catches
 
 
 def test_connection_commits_on_success_and_rolls_back_on_error(pool: ConnectionPool) -> None:

@@ -35,20 +35,28 @@ def exercise(pool: Any) -> dict[str, Any]:
     e.cursor().execute("select 1")  # leaves a transaction open: rolled back on return
     pool.putconn(e)
     seen["rolled_back"] = e.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    full = [pool.getconn() for _ in range(4)]  # every connection out: the pool is exhausted
+    try:
+        pool.getconn()
+        seen["exhausted"] = "got one"
+    except psycopg2.pool.PoolError:  # psycopg2.pool at once; ours after its timeout (PoolTimeout)
+        seen["exhausted"] = "PoolError"
+    for c in full:
+        pool.putconn(c)
     held = pool.getconn()
     pool.closeall()
     seen["closeall_closes_checked_out"] = bool(held.closed)
     try:
         pool.getconn()
         seen["after_closeall"] = "got one"
-    except psycopg2.Error:
-        seen["after_closeall"] = "psycopg2.Error"
+    except psycopg2.pool.PoolError:
+        seen["after_closeall"] = "PoolError"
     return seen
 
 
 @pytest.fixture
 def pools(dsn: str, threads_patched: str) -> Iterator[tuple[Any, Any]]:
-    ours = ConnectionPool(dsn, min_size=4, max_size=4, timeout=5)
+    ours = ConnectionPool(dsn, min_size=4, max_size=4, timeout=0.3)
     # minconn=4: psycopg2.pool closes returned connections beyond minconn; ours keeps them
     theirs = psycopg2.pool.ThreadedConnectionPool(4, 4, dsn)
     try:
@@ -62,7 +70,8 @@ def pools(dsn: str, threads_patched: str) -> Iterator[tuple[Any, Any]]:
 def test_psycopg2_pool_shapes_side_by_side(pools: tuple[Any, Any]) -> None:
     ours, theirs = pools
     expected = exercise(theirs)
-    assert all(v is True for k, v in expected.items() if k != "after_closeall"), expected
+    assert expected["exhausted"] == expected["after_closeall"] == "PoolError", expected
+    assert all(v is True for k, v in expected.items() if k not in ("exhausted", "after_closeall")), expected
     assert exercise(ours) == expected
 
 
