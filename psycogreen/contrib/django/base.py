@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 from django.core.exceptions import ImproperlyConfigured
 
+from psycogreen._patch import ensure_patched
 from psycogreen.pool import ConnectionPool
 
 
@@ -131,6 +132,9 @@ class DatabaseWrapper(_BaseWrapper):  # type: ignore[misc]
             self.settings_dict = saved
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        # Choosing this ENGINE means "cooperative psycopg2": patch for the running framework if
+        # nobody did (a gevent worker without patch() would otherwise serialise every request).
+        ensure_patched()
         pool = self.pool
         if pool is not None and pool.closed:
             pool.open()
