@@ -225,3 +225,10 @@ def test_gunicorn_post_fork_patch(dsn: str, worker: str, tmp_path: Path) -> None
     assert len(set(pids)) == n  # each request had its own connection
     assert elapsed < n * sleep / 2, (elapsed, output)  # one worker: only concurrency gets this
     assert "Traceback" not in output, output
+
+
+def test_deployment_doc_shows_the_tested_files() -> None:
+    """docs/deployment.md's gunicorn section quotes exactly the files the gunicorn test runs."""
+    doc = (EXAMPLE.parent.parent / "deployment.md").read_text()
+    for name in ("gunicorn.conf.py", "app.py"):
+        assert (EXAMPLE / name).read_text().rstrip() in doc, name
