@@ -104,12 +104,10 @@ def _check_compatible(framework: str) -> None:
 
 def _make_waiter(framework: str) -> Waiter:
     if framework == "gevent":
-        _require_module("gevent")
         from ._waiters.gevent import GeventWaiter
 
         return GeventWaiter()
     if framework == "eventlet":
-        _require_module("eventlet")
         from ._waiters.eventlet import EventletWaiter
 
         return EventletWaiter()
@@ -133,6 +131,8 @@ def waiter_for(framework: str) -> Waiter:
     """The process's one waiter for ``framework`` (created on first use; waiters keep no per-caller
     state, so ``patch()`` and ``gevent_wait_callback`` share watchers and warnings)."""
     _check_compatible(framework)
+    if framework in ("gevent", "eventlet"):
+        _require_module(framework)  # checked every time: a cached waiter must not hide a broken install
     waiter = _waiters.get(framework)
     if waiter is None:
         waiter = _waiters.setdefault(framework, _make_waiter(framework))
@@ -191,20 +191,24 @@ def auto_waiter() -> Waiter:
 def _resolve(auto: _AutoWaiter) -> Optional[Waiter]:
     """``socket.socket`` changed: if gevent/eventlet monkey-patched, switch to its waiter for good."""
     global _active, _auto
+    switched = unpatched = False
     with _lock:
         name = detect()
         if name == "threads":
             auto._seen = socket.socket  # replaced by something else (a test double, a proxy lib)
             return None
         waiter = waiter_for(name)
+        # psycogreen's own waits cooperate from now on; psycopg2's only if something is patched.
+        unpatched = _active is None and psycopg2.extensions.get_wait_callback() is None
         if _wait.state.waiter is auto:
             _wait.state.waiter = waiter
             if _auto:
-                _active, _auto = name, False
-                logger.info(
-                    "psycogreen: %s monkey-patched the process after patch(); now waiting with %s", name, name
-                )
-        return waiter
+                _active, _auto, switched = name, False, True
+    if switched:
+        logger.info("psycogreen: %s monkey-patched the process after patch(); now waiting with it", name)
+    if unpatched:
+        _warn_unpatched("psycogreen used")
+    return waiter
 
 
 def patch(framework: Optional[str] = None) -> str:
@@ -283,7 +287,7 @@ def ensure_patched() -> str:
 # ---------------------------------------------------------------- psycopg2 used without patch()
 
 UNPATCHED_MESSAGE = (
-    "psycopg2.connect() in a process monkey-patched by {framework}, but psycopg2 is not patched: "
+    "{what} in a process monkey-patched by {framework}, but psycopg2 is not patched: "
     "every query will block the whole process (all greenlets wait for it). Call psycogreen.patch() "
     "once, after monkey-patching (gunicorn: in post_fork or at the top of the app; see "
     "docs/deployment.md). This warning is shown once."
@@ -293,14 +297,14 @@ _warned = False
 _psycopg2_connect: Any = getattr(psycopg2._connect, "psycogreen_wraps", psycopg2._connect)  # type: ignore[attr-defined]
 
 
-def _warn_unpatched() -> None:
-    """Warn once when psycopg2 connects in blocking mode inside a monkey-patched process."""
+def _warn_unpatched(what: str) -> None:
+    """Warn once when psycopg2 is used in blocking mode inside a monkey-patched process."""
     global _warned
     framework = detect()
     if framework == "threads" or _warned:
         return
     _warned = True
-    message = UNPATCHED_MESSAGE.format(framework=framework)
+    message = UNPATCHED_MESSAGE.format(what=what, framework=framework)
     logger.warning("%s", message)
     warnings.warn(message, RuntimeWarning, stacklevel=4)
 
@@ -310,7 +314,7 @@ def _watched_connect(dsn: str, connection_factory: Any = None, **kwasync: Any) -
     plus a check (per connection, never per query) that warns if the process is monkey-patched and
     no wait callback is set."""
     if not _warned and psycopg2.extensions.get_wait_callback() is None:
-        _warn_unpatched()
+        _warn_unpatched("psycopg2.connect()")
     return _psycopg2_connect(dsn, connection_factory=connection_factory, **kwasync)
 
 
