@@ -22,6 +22,10 @@ psycogreen makes cooperative). That choice is process-wide in Django: do not mix
 ``django.db.backends.postgresql`` on psycopg 3 in one process.
 
 Without ``OPTIONS["pool"]`` the backend behaves exactly like Django's psycopg2 backend.
+
+Either way, choosing this ENGINE means "cooperative psycopg2": its first connection patches
+psycogreen for the running framework if nobody called ``psycogreen.patch()`` (an explicit earlier
+choice is kept).
 """
 
 from __future__ import annotations
