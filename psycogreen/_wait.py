@@ -53,9 +53,11 @@ def current_waiter() -> Waiter:
             return w  # type: ignore[no-any-return]
     w = state.waiter
     if w is None:
-        from ._waiters.blocking import BlockingWaiter
+        # Not patched: psycogreen's own waits (pool, COPY) block the thread until gevent/eventlet
+        # monkey-patches, then use that framework (the choice is made in _patch).
+        from ._patch import auto_waiter
 
-        w = state.waiter = BlockingWaiter()
+        w = state.waiter = auto_waiter()
     return w
 
 

@@ -28,7 +28,5 @@ def eventlet_wait_callback(conn: Any, timeout: float = -1) -> None:
     """
     global _waiter
     if _waiter is None:
-        from ._waiters.eventlet import EventletWaiter
-
-        _waiter = EventletWaiter()
+        _waiter = _patch.waiter_for("eventlet")  # the waiter patch("eventlet") uses: one choice
     _wait.wait_callback(conn, _waiter)

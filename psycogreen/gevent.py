@@ -18,11 +18,10 @@ _waiter: Any = None
 
 
 def _gevent_waiter() -> Any:
+    """The same waiter ``patch("gevent")`` uses (one choice, in ``_patch``), looked up once."""
     global _waiter
     if _waiter is None:
-        from ._waiters.gevent import GeventWaiter
-
-        _waiter = GeventWaiter()
+        _waiter = _patch.waiter_for("gevent")
     return _waiter
 
 

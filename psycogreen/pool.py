@@ -64,6 +64,7 @@ import psycopg2
 import psycopg2.extensions as ext
 
 from . import _deadline, _libpq
+from ._patch import ensure_patched
 from ._wait import current_waiter
 from .errors import PoolClosed, PoolTimeout, QueryTimeout, TooManyRequests
 
@@ -335,6 +336,7 @@ class ConnectionPool:
         self._reset = reset
         self._reconnect_failed = reconnect_failed
 
+        ensure_patched()  # a pool of blocking connections would serialise a gevent/eventlet process
         self._lock = current_waiter().Lock()
         self._idle: deque[_Meta] = deque()  # LIFO: append and pop on the right
         self._clients: deque[_Client] = deque()  # FIFO

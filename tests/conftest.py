@@ -54,6 +54,16 @@ def run_script(dsn: str) -> Callable[..., Any]:
     return run
 
 
+@pytest.fixture(autouse=True)
+def _leave_unpatched() -> Iterator[None]:
+    """psycogreen's pool and Django backend patch by themselves (ensure_patched): a test that
+    started unpatched leaves this process unpatched for the next one."""
+    was = psycogreen.patched()
+    yield
+    if was is None and psycogreen.patched() is not None:
+        psycogreen.unpatch()
+
+
 @pytest.fixture
 def threads_patched() -> Iterator[str]:
     """psycogreen patched for plain threads in this (pytest) process; unpatched afterwards."""

@@ -22,6 +22,10 @@ psycogreen makes cooperative). That choice is process-wide in Django: do not mix
 ``django.db.backends.postgresql`` on psycopg 3 in one process.
 
 Without ``OPTIONS["pool"]`` the backend behaves exactly like Django's psycopg2 backend.
+
+Either way, choosing this ENGINE means "cooperative psycopg2": its first connection patches
+psycogreen for the running framework if nobody called ``psycogreen.patch()`` (an explicit earlier
+choice is kept).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any, Optional
 
 from django.core.exceptions import ImproperlyConfigured
 
+from psycogreen._patch import ensure_patched
 from psycogreen.pool import ConnectionPool
 
 
@@ -131,6 +136,9 @@ class DatabaseWrapper(_BaseWrapper):  # type: ignore[misc]
             self.settings_dict = saved
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        # Choosing this ENGINE means "cooperative psycopg2": patch for the running framework if
+        # nobody did (a gevent worker without patch() would otherwise serialise every request).
+        ensure_patched()
         pool = self.pool
         if pool is not None and pool.closed:
             pool.open()
