@@ -304,6 +304,7 @@ def test_doc_block_runs(block: Block, docs_server: DocsServer, tmp_path: Path) -
             f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}",
             pytrace=False,
         )
+    print(f"--- {block.id} ({elapsed:.1f} s)\n{proc.stdout}")  # shown with -rP
     if left:
         warnings.warn(f"{block.id} left behind (now dropped): {', '.join(left)}", stacklevel=1)
 
