@@ -98,7 +98,9 @@ def backends(dsn: str, application_name: str) -> int:
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute("select count(*) from pg_stat_activity where application_name = %s", (application_name,))
+            cur.execute(
+                "select count(*) from pg_stat_activity where application_name = %s", (application_name,)
+            )
             return int(cur.fetchone()[0])
     finally:
         conn.close()
@@ -119,7 +121,9 @@ def concurrent_gets(port: int, path: str, n: int) -> tuple[float, list[Any]]:
 
     async def run() -> list[Any]:
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits
+        ) as client:
             responses = await asyncio.gather(*(client.get(path) for _ in range(n)))
         for r in responses:
             r.raise_for_status()
@@ -162,3 +166,151 @@ def test_fastapi_uvicorn_aio_pool(dsn: str, tmp_path: Path, services: list[Servi
     assert "Application shutdown complete" in svc.log()
     # The lifespan closed the pool: no connection outlives the server.
     wait_until(lambda: backends(dsn, "recipe_fastapi") == 0, 10, "the pool's connections to close")
+
+
+# -- Celery -P gevent --------------------------------------------------------------------------
+
+CELERY_CONFIG = """
+broker_url = "filesystem://"
+broker_transport_options = {{
+    "data_folder_in": {queue!r},
+    "data_folder_out": {queue!r},
+    "control_folder": {control!r},
+    "store_processed": True,
+    "processed_folder": {processed!r},
+    "polling_interval": 0.05,
+}}
+worker_enable_remote_control = False
+worker_prefetch_multiplier = 4
+"""
+
+
+def celery_config(tmp_path: Path) -> Path:
+    """A filesystem broker in ``tmp_path``: messages are files that the test process writes and the
+    worker process reads, so no broker server is needed and the worker is a real one."""
+    dirs = {name: tmp_path / "broker" / name for name in ("queue", "control", "processed")}
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    confdir = tmp_path / "conf"
+    confdir.mkdir()
+    (confdir / "recipe_celeryconfig.py").write_text(
+        CELERY_CONFIG.format(**{k: str(v) for k, v in dirs.items()})
+    )
+    return confdir
+
+
+def test_celery_gevent_worker(dsn: str, tmp_path: Path, services: list[Service]) -> None:
+    celery = pytest.importorskip("celery")
+    confdir = celery_config(tmp_path)
+    app_dsn = f"{dsn} application_name=recipe_celery"
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    conn.cursor().execute(
+        "drop table if exists celery_jobs;"
+        " create table celery_jobs (job_id int, started timestamptz, finished timestamptz, backend_pid int)"
+    )
+    # The tasks are queued before the worker starts: kombu's filesystem transport creates a message
+    # file before writing it, so a worker polling meanwhile can read an empty one.
+    sys.path.insert(0, str(confdir))
+    try:
+        client = celery.Celery("client")
+        client.config_from_object("recipe_celeryconfig")
+        for i in range(JOBS):
+            client.send_task("tasks.slow_query", args=(i, SLEEP))
+    finally:
+        sys.path.remove(str(confdir))
+    env = app_env(app_dsn, CELERY_CONFIG_MODULE="recipe_celeryconfig")
+    env["PYTHONPATH"] = os.pathsep.join([str(confdir), env["PYTHONPATH"]])
+    sent = time.monotonic()
+    worker = Service(
+        "celery worker",
+        [
+            str(BIN / "celery"),
+            "-A",
+            "tasks",
+            "worker",
+            "-P",
+            "gevent",
+            "-c",
+            str(JOBS),
+            "-l",
+            "INFO",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        EXAMPLES / "celery",
+        env,
+        tmp_path / "worker.log",
+    )
+    services.append(worker)
+    try:
+
+        def done() -> bool:
+            with conn.cursor() as cur:
+                cur.execute("select count(*) from celery_jobs")
+                return int(cur.fetchone()[0]) == JOBS
+
+        wait_until(done, 60, f"{JOBS} tasks to finish", worker)
+        wall = time.monotonic() - sent
+        with conn.cursor() as cur:
+            cur.execute(
+                "select extract(epoch from max(finished) - min(started)), count(distinct backend_pid),"
+                " (select max((select count(*) from celery_jobs b"
+                "              where b.started <= a.started and a.started < b.finished)) from celery_jobs a)"
+                " from celery_jobs"
+            )
+            span, pids, overlap = cur.fetchone()
+        print(
+            f"celery -P gevent: {JOBS} x pg_sleep({SLEEP}) ran within {float(span):.2f} s "
+            f"({wall:.2f} s from starting the worker), {pids} connections, up to {overlap} at once"
+        )
+        assert float(span) < BOUND, f"the tasks ran within {float(span):.2f} s: they did not overlap"
+        assert 5 <= overlap <= 10  # with max_size=10 connections, up to 10 run at once
+        assert 1 < pids <= 10
+        assert wall < SERIAL + 30  # the worker's start-up included
+
+        assert worker.stop() == 0, worker.log()
+        # worker_shutdown closed the pool
+        wait_until(lambda: backends(dsn, "recipe_celery") == 0, 10, "the pool's connections to close")
+    finally:
+        conn.cursor().execute("drop table if exists celery_jobs")
+        conn.close()
+
+
+# -- uWSGI with gevent -------------------------------------------------------------------------
+
+
+def test_uwsgi_gevent(dsn: str, tmp_path: Path, services: list[Service]) -> None:
+    uwsgi = shutil.which("uwsgi", path=str(BIN)) or shutil.which("uwsgi")
+    if uwsgi is None:
+        pytest.skip("uwsgi is not installed (pip install uwsgi)")
+    plugins = subprocess.run([uwsgi, "--plugins-list"], capture_output=True, text=True, timeout=30)
+    if not re.search(r"^gevent$", plugins.stdout + plugins.stderr, re.M):
+        pytest.skip("this uwsgi has no gevent plugin")
+    pytest.importorskip("httpx")
+    port = free_port()
+    app_dsn = f"{dsn} application_name=recipe_uwsgi"
+    svc = Service(
+        "uwsgi",
+        # One worker, so overlapping requests can only come from gevent, not from a second process.
+        [uwsgi, "--ini", "uwsgi.ini", "--processes", "1"],
+        EXAMPLES / "uwsgi",
+        app_env(app_dsn, PORT=str(port)),
+        tmp_path / "uwsgi.log",
+    )
+    services.append(svc)
+    wait_until(lambda: http_ok(port, "/health"), 60, "uwsgi to answer", svc)
+    _, (health,) = concurrent_gets(port, "/health", 1)
+    assert health == {"patched": "gevent"}
+    assert "spawned uWSGI worker 2" not in svc.log()
+
+    elapsed, answers = concurrent_gets(port, "/", JOBS)
+    pids = {a["backend_pid"] for a in answers}
+    print(f"uwsgi --gevent: {JOBS} x pg_sleep({SLEEP}) in {elapsed:.2f} s over {len(pids)} connections")
+    assert elapsed < BOUND, f"{JOBS} requests took {elapsed:.2f} s: they did not overlap"
+    assert 1 < len(pids) <= 10
+    assert backends(dsn, "recipe_uwsgi") <= 10
+
+    svc.stop(signal.SIGTERM)  # die-on-term: the master stops the workers
+    wait_until(lambda: backends(dsn, "recipe_uwsgi") == 0, 20, "the worker's connections to close")
