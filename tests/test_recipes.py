@@ -33,7 +33,7 @@ SERIAL = JOBS * SLEEP  # 4 s: what the jobs take when they do not overlap
 BOUND = SERIAL / 2  # generous: overlapping jobs take ~0.2-0.6 s here
 
 
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, proc: Optional["Service"] = None) -> Any:
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, proc: Optional[Service] = None) -> Any:
     """Poll ``cond`` until it returns something truthy; fail naming ``what`` (and the server's log)."""
     deadline = time.monotonic() + timeout
     while True:
