@@ -39,6 +39,7 @@ BLOCK_TIMEOUT = 60.0
 
 _FENCE_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,})[ \t]*(?P<info>[^`\n]*)$")
 _SKIP = re.compile(r"^\s*<!--\s*docs-test:\s*skip\s*(?::\s*(?P<reason>.*?))?\s*-->\s*$")
+_MARKER_LINE = re.compile(r"^\s*<!--\s*docs-test\b")
 _PYTHON_INFO = {"python", "py", "python3"}
 
 
@@ -284,7 +285,7 @@ def test_doc_block_runs(block: Block, docs_server: DocsServer, tmp_path: Path) -
     if block.skip is not None:
         if not block.skip:
             pytest.fail(f"{block.id}: a docs-test skip marker needs a reason: <!-- docs-test: skip: why -->")
-        pytest.skip(block.skip)
+        pytest.skip(f"{block.id}: {block.skip}")
     script = tmp_path / "block.py"
     script.write_text(block.code, encoding="utf-8")
     admin = psycopg2.connect(docs_server.admin_dsn)
@@ -317,7 +318,7 @@ def test_skip_markers_sit_right_before_a_python_fence() -> None:
             continue
         marked = {b.line - 1 for b in extract_blocks(path) if b.skip is not None}
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if "docs-test:" in line and n not in marked:
+            if _MARKER_LINE.match(line) and n not in marked:
                 stray.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not stray, "docs-test markers not on the line right before a ```python fence:\n" + "\n".join(stray)
 

@@ -314,3 +314,28 @@ def test_uwsgi_gevent(dsn: str, tmp_path: Path, services: list[Service]) -> None
 
     svc.stop(signal.SIGTERM)  # die-on-term: the master stops the workers
     wait_until(lambda: backends(dsn, "recipe_uwsgi") == 0, 20, "the worker's connections to close")
+
+
+# -- the page shows the files the tests run ----------------------------------------------------
+
+SHOWN = ["uwsgi/uwsgi.ini", "uwsgi/app.py", "celery/tasks.py", "celery/celeryconfig.py", "fastapi/app.py"]
+
+
+def shown_files(page: Path) -> dict[str, str]:
+    """Blocks of ``page`` whose preceding line (an HTML comment) names a file under docs/examples/."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    found: dict[str, str] = {}
+    for i, line in enumerate(lines):
+        m = re.match(r"^```\w*\s*$", line)
+        named = re.search(r"<!--.*?docs/examples/([\w./-]+?)[,:]?\s", lines[i - 1]) if m and i else None
+        if named:
+            end = lines.index("```", i + 1)
+            found[named.group(1)] = "\n".join(lines[i + 1 : end]) + "\n"
+    return found
+
+
+def test_deployment_page_shows_the_tested_files() -> None:
+    shown = shown_files(ROOT / "docs" / "deployment.md")
+    for name in SHOWN:
+        assert name in shown, f"docs/deployment.md does not show docs/examples/{name}"
+        assert shown[name] == (EXAMPLES / name).read_text(), f"docs/deployment.md's copy of {name} differs"
