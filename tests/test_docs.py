@@ -240,7 +240,7 @@ def _wait_backends_gone(conn: Any, timeout: float = 10.0) -> None:
         while time.monotonic() < deadline:
             cur.execute(
                 "select count(*) from pg_stat_activity where datname = current_database()"
-                " and pid <> pg_backend_pid() and backend_type = 'client backend'"
+                " and pid <> pg_backend_pid() and backend_type in ('client backend', 'walsender')"
             )
             if cur.fetchone()[0] == 0:
                 return
@@ -250,31 +250,40 @@ def _wait_backends_gone(conn: Any, timeout: float = 10.0) -> None:
 # -- the tests ---------------------------------------------------------------------------------
 
 
-def _run(code_file: Path, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run one block in its own process group, so a timeout also ends what it started."""
+class Outcome(NamedTuple):
+    returncode: Optional[int]  # None: killed at the time limit
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def _run(code_file: Path, cwd: Path, env: dict[str, str]) -> Outcome:
+    """Run one block in its own process group, so the end (or the time limit) also ends whatever
+    it started."""
+    started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, str(code_file)],
         cwd=cwd,
         env=env,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+    returncode: Optional[int]
     try:
         out, err = proc.communicate(timeout=BLOCK_TIMEOUT)
+        returncode = proc.returncode
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        pytest.fail(
-            f"{code_file.name} did not finish within {BLOCK_TIMEOUT:.0f} s\n--- stdout\n{out[-3000:]}"
-            f"\n--- stderr\n{err[-6000:]}"
-        )
+        returncode = None
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # anything the block started and left running
+        os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return Outcome(returncode, out, err, time.monotonic() - started)
 
 
 BLOCKS = all_blocks()
@@ -292,20 +301,23 @@ def test_doc_block_runs(block: Block, docs_server: DocsServer, tmp_path: Path) -
     admin.autocommit = True
     try:
         before = inventory(admin)
-        started = time.monotonic()
-        proc = _run(script, tmp_path, docs_server.env)
-        elapsed = time.monotonic() - started
+        run = _run(script, tmp_path, docs_server.env)
         _wait_backends_gone(admin)
         left = clean_up_after(admin, before)
     finally:
         admin.close()
-    if proc.returncode != 0:
+    if run.returncode != 0:
+        what = (
+            f"did not finish within {BLOCK_TIMEOUT:.0f} s"
+            if run.returncode is None
+            else f"exited {run.returncode}"
+        )
         pytest.fail(
-            f"{block.id} exited {proc.returncode} after {elapsed:.1f} s\n--- block\n{block.code}"
-            f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}",
+            f"{block.id} {what} after {run.seconds:.1f} s\n--- block\n{block.code}"
+            f"--- stdout\n{run.stdout[-3000:]}\n--- stderr\n{run.stderr[-6000:]}",
             pytrace=False,
         )
-    print(f"--- {block.id} ({elapsed:.1f} s)\n{proc.stdout}")  # shown with -rP
+    print(f"--- {block.id} ({run.seconds:.1f} s)\n{run.stdout}")  # shown with -rP
     if left:
         warnings.warn(f"{block.id} left behind (now dropped): {', '.join(left)}", stacklevel=1)
 
