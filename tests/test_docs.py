@@ -125,7 +125,8 @@ def docs_server(dsn: str) -> Iterator[DocsServer]:
                 cur.execute(sql.SQL("create database {}").format(sql.Identifier(DOCS_DB)))
                 created = True
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.pop("PSYCOGREEN_TEST_DSN", None)
+        # PSYCOGREEN_TEST_DSN, when this session has it, passes on: a block that runs pytest
+        # (docs/testing.md) then uses the same existing server instead of needing binaries.
         env.update(_libpq_env(dsn))
         # The checkout's psycogreen first; keep an outer PYTHONPATH.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
