@@ -266,7 +266,7 @@ def test_celery_gevent_worker(dsn: str, tmp_path: Path, services: list[Service])
             f"({wall:.2f} s from starting the worker), {pids} connections, up to {overlap} at once"
         )
         assert float(span) < BOUND, f"the tasks ran within {float(span):.2f} s: they did not overlap"
-        assert 5 <= overlap <= 10  # with max_size=10 connections, up to 10 run at once
+        assert 2 <= overlap <= 10  # at once: more than one, never more than max_size=10
         assert 1 < pids <= 10
         assert wall < SERIAL + 30  # the worker's start-up included
 
