@@ -332,7 +332,7 @@ for _name in ("copy_expert", "copy_from", "copy_to"):
 def _lobject(
     self: Any,
     oid: int = 0,
-    mode: str = "",
+    mode: Optional[str] = "",
     new_oid: int = 0,
     new_file: Optional[str] = None,
     lobject_factory: Any = None,

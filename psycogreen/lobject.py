@@ -22,6 +22,7 @@ from typing import Any, Optional
 import psycopg2
 import psycopg2.extensions as ext
 
+from . import _pgerror
 from ._connection import _enter, _leave
 
 __all__ = ["LargeObject", "open_lobject"]
@@ -79,7 +80,7 @@ class LargeObject:
         self,
         conn: Any,
         oid: int = 0,
-        mode: str = "",
+        mode: Optional[str] = "",
         new_oid: int = 0,
         new_file: Optional[str] = None,
     ) -> None:
@@ -92,7 +93,7 @@ class LargeObject:
             raise psycopg2.InterfaceError("connection already closed")
         if conn.autocommit:
             raise psycopg2.ProgrammingError("can't use a lobject outside of transactions")
-        parsed = _parse_mode(mode)
+        parsed = _parse_mode(mode or "")  # None: psycopg2's default mode, like ""
         self._cur = ext.cursor(conn)
         self._codec = codecs.lookup(ext.encodings.get(conn.encoding, conn.encoding)).name
         if not oid:
@@ -258,18 +259,21 @@ class LargeObject:
 
 
 def _as_operational(e: psycopg2.Error) -> psycopg2.OperationalError:
+    """psycopg2's class for a failed ``lo_*`` call, keeping the server's fields: ``pgcode`` and a
+    ``diag`` (handed over from ``e``, which stays the ``__cause__``)."""
     err = psycopg2.OperationalError(e.pgerror or str(e))  # psycopg2 keeps "ERROR:  " here
     try:
         err.__setstate__({"pgerror": e.pgerror, "pgcode": e.pgcode})  # type: ignore[no-untyped-call]
     except Exception:  # noqa: BLE001
         pass
+    _pgerror.move_result(e, err)
     return err
 
 
 def open_lobject(
     conn: Any,
     oid: int = 0,
-    mode: str = "",
+    mode: Optional[str] = "",
     new_oid: int = 0,
     new_file: Optional[str] = None,
     lobject_factory: Any = None,
