@@ -1,0 +1,108 @@
+"""Behaviours psycopg2's own test suite relies on, closed under ``patch()`` (issue 12): each is
+checked against blocking psycopg2 where psycopg2 can run the same code."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import time
+import uuid
+from typing import Any, Iterator
+
+import psycopg2
+import psycopg2.extensions as ext
+import psycopg2.extras
+import pytest
+
+import psycogreen
+
+
+@contextlib.contextmanager
+def unpatched() -> Iterator[None]:
+    psycogreen.unpatch()
+    try:
+        yield
+    finally:
+        psycogreen.patch("threads")
+
+
+def test_lobject_mode_none_is_the_default_mode(dsn: str, threads_patched: str) -> None:
+    def modes(conn: Any) -> list[str]:
+        rv = [conn.lobject().mode, conn.lobject(mode=None).mode, conn.lobject(mode="").mode]
+        oid = conn.lobject().oid
+        rv.append(conn.lobject(oid, mode=None).mode)
+        conn.rollback()
+        return rv
+
+    with unpatched():
+        blocking = psycopg2.connect(dsn)
+        expected = modes(blocking)
+        blocking.close()
+    green = psycopg2.connect(dsn)
+    try:
+        assert modes(green) == expected == ["wt", "wt", "wt", "rt"]
+    finally:
+        green.close()
+
+
+def test_lobject_factory_may_subclass_psycopg2s_c_lobject(dsn: str, threads_patched: str) -> None:
+    class Shouting(ext.lobject):  # type: ignore[misc]
+        def write(self, data: Any) -> int:
+            written: int = super().write(data.upper())
+            return written
+
+    conn = psycopg2.connect(dsn)
+    try:
+        lo = conn.lobject(mode="wb", lobject_factory=Shouting)
+        assert isinstance(lo, Shouting) and isinstance(lo, ext.lobject)
+        assert lo.write(b"quiet") == 5
+        again = conn.lobject(lo.oid, "rb", lobject_factory=Shouting)
+        assert again.read() == b"QUIET"
+        assert type(again) is type(lo)  # one class per factory
+        lo.close()
+        assert lo.closed
+        again.unlink()
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_async_replication_connection_under_patch(dsn: str, threads_patched: str) -> None:
+    """psycopg2's asynchronous streaming (the caller polls) works although a wait callback is set."""
+    conn = psycopg2.connect(dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection, async_=1)
+    name = f"s_{uuid.uuid4().hex[:10]}"
+    writer = psycopg2.connect(dsn)
+    writer.autocommit = True
+
+    def wait() -> None:
+        deadline = time.monotonic() + 10
+        while conn.poll() != ext.POLL_OK:
+            assert time.monotonic() < deadline, "async replication connection never became ready"
+            select.select([conn], [conn], [], 1)
+
+    try:
+        wait()
+        cur = conn.cursor()
+        cur.create_replication_slot(name, output_plugin="test_decoding")
+        wait()
+        cur.start_replication(name)
+        wait()
+        table = f"t_{uuid.uuid4().hex[:10]}"
+        writer.cursor().execute(f"create table {table} as select generate_series(1, 3) as id")
+        with pytest.raises(psycopg2.ProgrammingError):
+            cur.consume_stream(lambda msg: None)  # psycopg2: not in asynchronous mode
+        payloads: list[Any] = []
+        deadline = time.monotonic() + 10
+        while len(payloads) < 3 and time.monotonic() < deadline:
+            msg = cur.read_message()
+            if msg is None:
+                select.select([cur], [], [], 1)
+                continue
+            payloads.append(msg.payload)
+            cur.send_feedback(flush_lsn=msg.data_start)
+        assert len(payloads) >= 3
+    finally:
+        conn.close()
+        with contextlib.suppress(psycopg2.Error):
+            writer.cursor().execute("select pg_drop_replication_slot(%s)", (name,))
+        writer.close()
