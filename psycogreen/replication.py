@@ -312,7 +312,6 @@ def prepare_async(conn: Any) -> Any:
     """Called by ``psycopg2.connect`` once patched for ``async_=1`` connections: a replication
     connection's cursors get :class:`AsyncReplicationMixin`; anything else is left alone."""
     if isinstance(conn, _psycopg.ReplicationConnection):
-        conn.cursor_factory = async_replication_cursor_class(
-            conn.cursor_factory or _psycopg.ReplicationCursor
-        )
+        base: Any = conn.cursor_factory
+        conn.cursor_factory = async_replication_cursor_class(base or _psycopg.ReplicationCursor)
     return conn
