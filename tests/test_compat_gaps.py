@@ -106,3 +106,15 @@ def test_async_replication_connection_under_patch(dsn: str, threads_patched: str
         with contextlib.suppress(psycopg2.Error):
             writer.cursor().execute("select pg_drop_replication_slot(%s)", (name,))
         writer.close()
+
+
+@pytest.mark.parametrize("framework", ["gevent", "eventlet", "threads"])
+def test_real_os_threads_sharing_a_connection_are_serialised(run_script: Any, framework: str) -> None:
+    """psycopg2 serialises threads on a shared connection; in green mode it releases its mutex while
+    waiting, so without psycogreen's turn-taking the second thread got "asynchronous query is
+    underway". Greenlets of one thread keep getting ConcurrentUseError."""
+    out = run_script("shared_threads.py", framework)
+    assert out["errors"] == []
+    assert out["checked"] == {str(n): out["rounds"] for n in range(3)}
+    if framework != "threads":
+        assert out["greenlet_error"] == "ConcurrentUseError"
