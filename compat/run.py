@@ -270,15 +270,27 @@ def differences(results: dict[str, list[dict[str, Any]]], baseline: str = "block
 
 
 def start_server() -> Any:
+    """A throwaway server configured so that as few tests as possible skip: replication (the
+    server's default), two-phase commit (``max_prepared_transactions``) and ``hstore``."""
+    import psycopg2
+
     from psycogreen.testing import PostgresServer
 
     server = PostgresServer().start()
     server.wait_ready()
-    import psycopg2
-
     conn = psycopg2.connect(server.dsn)
     conn.autocommit = True
+    conn.cursor().execute("ALTER SYSTEM SET max_prepared_transactions = 20")
     conn.cursor().execute(f"CREATE DATABASE {TEST_DB}")
+    conn.close()
+    server.restart()
+    server.wait_ready()
+    conn = psycopg2.connect(server.dsn.replace("dbname=postgres", f"dbname={TEST_DB}"))
+    conn.autocommit = True
+    try:
+        conn.cursor().execute("CREATE EXTENSION IF NOT EXISTS hstore")
+    except psycopg2.Error as e:
+        log(f"no hstore ({e.pgerror or e}): its tests are skipped in every mode")
     conn.close()
     return server
 
