@@ -100,7 +100,13 @@ def fetch_tests(version: str) -> str:
     if not os.path.exists(archive):
         log(f"downloading the psycopg2 {version} sdist")
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps"]
-        subprocess.run([*cmd, "-d", sdist_dir, f"psycopg2=={version}"], check=True)
+        r = subprocess.run([*cmd, "-d", sdist_dir, f"psycopg2=={version}"])
+        if r.returncode != 0 or not os.path.exists(archive):
+            raise SystemExit(
+                f"could not download the psycopg2 {version} sdist (exit status {r.returncode}): pip needs "
+                "the package index and, to read the sdist's metadata, pg_config (apt-get install "
+                f"libpq-dev); or put psycopg2-{version}.tar.gz into {sdist_dir} yourself"
+            )
     with tarfile.open(archive) as tar:
         prefix = f"psycopg2-{version}/tests/"
         members = [m for m in tar.getmembers() if m.name.startswith(prefix) and m.isfile()]
