@@ -171,6 +171,8 @@ class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
 
         if self.closed:
             raise psycopg2.InterfaceError("connection already closed")
+        if self.status == ext.STATUS_PREPARED:
+            raise psycopg2.ProgrammingError("cancel cannot be used with a prepared two-phase transaction")
         _wait.cancel(self)
 
     def close(self) -> None:

@@ -215,8 +215,9 @@ class LargeObject:
             raise psycopg2.ProgrammingError("can't use a lobject outside of transactions")
 
     def _same_txn_local(self) -> bool:
-        """False when psycopg2 itself knows the transaction ended (no round trip needed)."""
-        return bool(self._conn.status != ext.STATUS_READY)
+        """False when psycopg2 itself knows the transaction ended (no round trip needed); a
+        prepared two-phase transaction counts as ended, as psycopg2 invalidates lobjects then."""
+        return self._conn.status not in (ext.STATUS_READY, ext.STATUS_PREPARED)
 
     def _check(self) -> None:
         if self.closed:
@@ -286,6 +287,8 @@ def open_lobject(
     """
     if ext.get_wait_callback() is None and (lobject_factory is None or not _is_ours(lobject_factory)):
         return ext.connection.lobject(conn, oid, mode, new_oid, new_file, lobject_factory or ext.lobject)
+    if conn.status == ext.STATUS_PREPARED:
+        raise psycopg2.ProgrammingError("lobject cannot be used with a prepared two-phase transaction")
     factory = green_lobject_class(lobject_factory or LargeObject)
     if not _is_ours(factory):
         raise psycopg2.NotSupportedError(

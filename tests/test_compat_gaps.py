@@ -118,3 +118,69 @@ def test_real_os_threads_sharing_a_connection_are_serialised(run_script: Any, fr
     assert out["checked"] == {str(n): out["rounds"] for n in range(3)}
     if framework != "threads":
         assert out["greenlet_error"] == "ConcurrentUseError"
+
+
+# -- two-phase commit: psycopg2's "prepared" checks -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tpc_dsn() -> Iterator[str]:
+    """A server of its own with two-phase commit enabled (the shared one has it off)."""
+    from psycogreen.testing import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        server.wait_ready()
+        with unpatched_module():
+            conn = psycopg2.connect(server.dsn)
+            conn.autocommit = True
+            conn.cursor().execute("ALTER SYSTEM SET max_prepared_transactions = 5")
+            conn.close()
+        server.restart()
+        server.wait_ready()
+        yield server.dsn
+    finally:
+        server.destroy()
+
+
+@contextlib.contextmanager
+def unpatched_module() -> Iterator[None]:
+    """Unpatched for a moment, restoring whatever was active (module fixtures run outside tests)."""
+    active = psycogreen.patched()
+    psycogreen.unpatch()
+    try:
+        yield
+    finally:
+        if active:
+            psycogreen.patch(active)
+
+
+def test_prepared_transaction_refuses_cancel_and_lobjects_like_psycopg2(
+    tpc_dsn: str, threads_patched: str
+) -> None:
+    def scenario(conn: Any) -> list[Any]:
+        res: list[Any] = []
+        conn.tpc_begin(conn.xid(1, f"g{uuid.uuid4().hex[:8]}", "b"))
+        lo = conn.lobject()
+        conn.tpc_prepare()
+        for call in (conn.cancel, lambda: lo.read(5), conn.lobject):
+            try:
+                call()
+                res.append("ok")
+            except psycopg2.Error as e:
+                res.append((type(e).__name__, str(e)))
+        lo.close()  # a no-op once prepared, as psycopg2's
+        conn.tpc_rollback()
+        return res
+
+    with unpatched():
+        blocking = psycopg2.connect(tpc_dsn)
+        expected = scenario(blocking)
+        blocking.close()
+    green = psycopg2.connect(tpc_dsn)
+    try:
+        got = scenario(green)
+    finally:
+        green.close()
+    assert [r[0] for r in got] == [r[0] for r in expected] == ["ProgrammingError"] * 3
+    assert got[0] == expected[0] and got[2] == expected[2]
