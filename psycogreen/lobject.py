@@ -325,6 +325,8 @@ def green_lobject_class(factory: Any) -> Any:
     value is returned unchanged (and refused by :func:`open_lobject`)."""
     if not isinstance(factory, type) or _is_ours(factory) or not issubclass(factory, ext.lobject):
         return factory
+    if factory is ext.lobject:
+        return _GreenCLargeObject
     klass = _lobject_classes.get(factory)
     if klass is None:
         klass = type(factory.__name__, (factory, _GreenCLargeObject), {"__module__": factory.__module__})
