@@ -19,6 +19,7 @@ import io
 import pickle
 from typing import Any, Callable, Iterator
 
+import anyio
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions as ext
@@ -244,5 +245,40 @@ async def test_aio_failing_files(dsn: str) -> None:
         await cur.execute("select count(*) from a")
         assert await cur.fetchone() == (10,)  # the transaction survived
         await conn.rollback()
+    finally:
+        await conn.close()
+
+
+@pytest.mark.anyio
+async def test_aio_cancel_mid_copy_still_interrupts(dsn: str) -> None:
+    """A task cancelled while its COPY waits on the file: the cancellation propagates (not a
+    QueryCanceled: it is not a file error), nothing is stored, the connection stays usable."""
+    conn = await aio.connect(dsn)
+    try:
+        cur = conn.cursor()
+        await cur.execute("create temp table slow (i int)")
+        await conn.commit()
+        started = anyio.Event()
+
+        async def slow_rows() -> Any:
+            for i in range(10**9):
+                if i == 100:
+                    started.set()
+                    await anyio.sleep(3600)
+                yield f"{i}\n".encode()
+
+        with anyio.move_on_after(30) as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def copy() -> None:
+                    await cur.copy_expert("COPY slow FROM STDIN", slow_rows())
+
+                tg.start_soon(copy)
+                await started.wait()
+                tg.cancel_scope.cancel()
+        assert not scope.cancelled_caught  # cancelled by us, not by the 30 s guard
+        await conn.rollback()
+        await cur.execute("select count(*) from slow")
+        assert await cur.fetchone() == (0,)
     finally:
         await conn.close()
