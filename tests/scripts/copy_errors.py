@@ -109,4 +109,27 @@ causes: list[Any] = []
 got = kit.result(kit.spawn(run_all, green, causes))
 green.close()
 gap = ticker.stop() if ticker else 0.0
-kit.emit(expected=expected, got=got, causes=causes, max_gap=gap)
+# An interruption inside read() (the file waits, the framework's Timeout fires): the Timeout itself
+# propagates, as before; nothing is stored and the connection is usable.
+timeout_outcome = None
+if kit.Timeout is not None:
+    conn = psycopg2.connect(kit.DSN)
+    cur = conn.cursor()
+    cur.execute("create temp table slow (i int)")
+    conn.commit()
+
+    def slow() -> Any:
+        kit.sleep(30)
+        return ""
+
+    try:
+        with kit.Timeout(0.3):
+            cur.copy_from(Lines(50, slow), "slow")
+        timeout_outcome = "no timeout"
+    except kit.Timeout as e:
+        timeout_outcome = type(e).__name__
+    conn.rollback()
+    cur.execute("select count(*) from slow")
+    timeout_outcome = [timeout_outcome, cur.fetchone()[0]]
+    conn.close()
+kit.emit(expected=expected, got=got, causes=causes, max_gap=gap, timeout=timeout_outcome)
