@@ -129,7 +129,9 @@ def connect(
 ) -> Any:
     """Replacement for ``psycopg2._connect`` installed by ``patch()``."""
     if kwasync.get("async") or kwasync.get("async_"):
-        return original(dsn, connection_factory=connection_factory, **kwasync)
+        from .replication import prepare_async
+
+        return prepare_async(original(dsn, connection_factory=connection_factory, **kwasync))
     factory = green_connection_class(connection_factory or psycopg2.extensions.connection)
     params = parse_dsn(dsn)
     from . import _wait

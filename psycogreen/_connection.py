@@ -6,7 +6,8 @@ They add three things around every method that may wait on the server:
 
 - *concurrent use*: a second greenlet/task on the same OS thread entering while another is inside
   gets :class:`~psycogreen.errors.ConcurrentUseError` at once (psycopg2 would answer with a cryptic
-  "asynchronous query is underway" or hang); threads remain serialised by psycopg2 as before;
+  "asynchronous query is underway" or hang); a second OS thread waits its turn, as psycopg2
+  serialises threads without a wait callback;
 - *interrupt delivery*: the wait callback parks an interrupt (gevent.Timeout, kill, Ctrl-C, a
   ``timeout()`` deadline) on the connection after cancelling the statement on the server, so that
   psycopg2 does not close the connection; the wrapper re-raises it here, unchanged;
@@ -16,6 +17,7 @@ They add three things around every method that may wait on the server:
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Optional
 
 import psycopg2
@@ -48,8 +50,9 @@ __all__ = [
 
 
 def _enter(conn: Any) -> bool:
-    """Mark ``conn`` as used by the caller; False when another OS thread holds it (psycopg2
-    serialises threads itself, so nothing is tracked for this call)."""
+    """Mark ``conn`` as used by the caller. Another greenlet/task of this OS thread inside gets
+    ConcurrentUseError; another OS thread inside makes the caller wait its turn (see
+    :func:`_wait_turn`)."""
     me = _getcurrent()
     owner = conn._pg_owner
     if owner is None:
@@ -63,11 +66,30 @@ def _enter(conn: Any) -> bool:
     # Only on a conflict: which OS thread each greenlet belongs to (a walk up its parents, which
     # the per-query path need not pay).
     if _thread_of(owner) is not _thread_of(me):
-        return False
+        return _wait_turn(conn, me)
     raise ConcurrentUseError(
         f"connection is already in use by {owner!r}; a connection carries one conversation at a "
         "time: use one connection per greenlet/task, or a pool (psycogreen.pool.ConnectionPool)"
     )
+
+
+def _wait_turn(conn: Any, me: Any) -> bool:
+    """Serialise OS threads sharing ``conn``, as psycopg2 does without a wait callback.
+
+    In green mode psycopg2 releases its connection mutex while the wait callback waits, so a
+    second OS thread would get "an asynchronous query is underway"; instead it waits here until the
+    connection is free (and no interrupt is parked for the previous user), sleeping with
+    ``time.sleep`` (the current thread's hub under monkey-patching, a real sleep otherwise).
+    """
+    delay = 50e-6
+    while True:
+        owner = conn._pg_owner
+        if owner is None and conn._pg_pending is None:
+            return _enter(conn)
+        if owner is not None and _thread_of(owner) is _thread_of(me):
+            return _enter(conn)  # a greenlet of this thread got it meanwhile: ConcurrentUseError
+        time.sleep(delay)
+        delay = min(delay * 2, 1e-3)
 
 
 def _leave(conn: Any, entered: bool, error: Optional[BaseException] = None) -> None:
@@ -149,6 +171,8 @@ class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
 
         if self.closed:
             raise psycopg2.InterfaceError("connection already closed")
+        if self.status == ext.STATUS_PREPARED:
+            raise psycopg2.ProgrammingError("cancel cannot be used with a prepared two-phase transaction")
         _wait.cancel(self)
 
     def close(self) -> None:
@@ -332,7 +356,7 @@ for _name in ("copy_expert", "copy_from", "copy_to"):
 def _lobject(
     self: Any,
     oid: int = 0,
-    mode: str = "",
+    mode: Optional[str] = "",
     new_oid: int = 0,
     new_file: Optional[str] = None,
     lobject_factory: Any = None,

@@ -13,10 +13,14 @@ quoted as identifiers), ``file.read(size)``/``file.write(data)``, text files enc
 connection encoding, ``BEGIN`` first when not in autocommit, ``rowcount`` set from the server's
 ``COPY n``. Data is streamed chunk by chunk, so memory stays flat whatever the size.
 
-One deliberate difference: when the *file* fails, psycopg2 replaces its exception by the server's
-``QueryCanceled`` ("COPY from stdin failed: error in .read() call: ..."); here the file's own
-exception propagates (the server's error is its ``__context__``), after the copy was aborted on the
-server. When no wait callback is registered these functions simply call psycopg2's own methods.
+When the *file* fails the errors are psycopg2's: a ``read()`` that raises, or returns anything but
+str/bytes (``None`` included), aborts COPY FROM on the server, nothing is loaded, and the server's
+``QueryCanceled`` ("COPY from stdin failed: error in .read() call: ZeroDivisionError division by
+zero") is raised with the file's exception as its ``__cause__``; a ``write()`` that raises
+propagates its own exception and the connection is left idle (the rest of the COPY OUT is drained
+in a transaction, as psycopg2 does, and cancelled in autocommit). Interruptions (timeouts,
+``gevent.Timeout``, task cancellation) propagate as themselves. When no wait callback is registered
+these functions simply call psycopg2's own methods.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import psycopg2.extensions as ext
 import psycopg2.sql
 
 from . import _libpq, _members, _wait
-from ._core.copy import CopyOutcome, copy
+from ._core.copy import BadChunk, CopyOutcome, copy
 
 __all__ = ["copy_expert", "copy_from", "copy_to"]
 
@@ -170,13 +174,29 @@ def _run(cur: Any, query: bytes, file: Any, size: int) -> None:
     _members.set_member(cur, "query", query)
     _members.set_member(cur, "description", None)
     _members.set_member(cur, "rowcount", -1)
-    outcome = run_copy(conn, query, source, sink)
+    outcome = run_copy(conn, query, source, sink, cancel_on_error=bool(conn.autocommit))
     _members.set_member(cur, "rowcount", outcome.rowcount)
     _members.set_member(cur, "statusmessage", "")
-    if outcome.error is not None:
-        if outcome.server_error is not None and outcome.error.__context__ is None:
-            outcome.error.__context__ = outcome.server_error
-        raise outcome.error
+    _raise(outcome)
+
+
+def _raise(outcome: CopyOutcome) -> None:
+    """Surface a COPY aborted on our side the way blocking psycopg2 does.
+
+    - ``read()`` failed: the server's QueryCanceled (it names the file's exception), chained
+      ``from`` the file's exception so nothing is lost and ``except psycopg2.Error`` catches it;
+    - ``write()`` failed: the file's own exception (psycopg2 raises it unchanged);
+    - an interruption: itself, the server's answer as its ``__context__``.
+    """
+    error = outcome.error
+    if error is None:
+        return
+    server = outcome.server_error
+    if outcome.failed_in == "read" and server is not None:
+        raise server from error
+    if server is not None and error.__context__ is None:
+        error.__context__ = server
+    raise error
 
 
 def run_copy(
@@ -184,6 +204,7 @@ def run_copy(
     query: bytes,
     source: Optional[Callable[[], bytes]],
     sink: Optional[Callable[[bytes], Any]],
+    cancel_on_error: bool = True,
 ) -> CopyOutcome:
     """Drive one COPY on ``conn`` cooperatively. Interrupts end COPY IN with ``PQputCopyEnd(err)``
     (no cancel needed) and cancel COPY OUT on the server; either way the connection stays usable
@@ -197,7 +218,7 @@ def run_copy(
         if outcome.direction != "in":
             _wait.cancel(conn, None, time.monotonic() + _wait.state.cancel_grace)
 
-    gen = copy(ptr, query, source, sink, control, outcome)
+    gen = copy(ptr, query, source, sink, control, outcome, cancel_on_error)
     return _wait.drive(gen, conn, control=control, on_interrupt=on_interrupt)
 
 
@@ -210,9 +231,11 @@ def _make_source(file: Any, size: int, codec: str) -> Callable[[], bytes]:
             return data.encode(codec)
         if isinstance(data, (bytes, bytearray, memoryview)):
             return bytes(data)
-        if data is None:
-            return b""
-        raise TypeError(f"file.read() must return str or bytes, got {type(data).__name__}")
+        # psycopg2 aborts the COPY for None too: loading a partial file silently is never right
+        raise BadChunk(
+            f"file.read() returned {type(data).__name__}, expected str or bytes "
+            "(an empty string or bytes marks the end of the file)"
+        )
 
     return source
 

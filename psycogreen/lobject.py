@@ -22,9 +22,10 @@ from typing import Any, Optional
 import psycopg2
 import psycopg2.extensions as ext
 
+from . import _pgerror
 from ._connection import _enter, _leave
 
-__all__ = ["LargeObject", "open_lobject"]
+__all__ = ["LargeObject", "green_lobject_class", "open_lobject"]
 
 INV_WRITE = 0x20000
 INV_READ = 0x40000
@@ -79,7 +80,7 @@ class LargeObject:
         self,
         conn: Any,
         oid: int = 0,
-        mode: str = "",
+        mode: Optional[str] = "",
         new_oid: int = 0,
         new_file: Optional[str] = None,
     ) -> None:
@@ -92,7 +93,7 @@ class LargeObject:
             raise psycopg2.InterfaceError("connection already closed")
         if conn.autocommit:
             raise psycopg2.ProgrammingError("can't use a lobject outside of transactions")
-        parsed = _parse_mode(mode)
+        parsed = _parse_mode(mode or "")  # None: psycopg2's default mode, like ""
         self._cur = ext.cursor(conn)
         self._codec = codecs.lookup(ext.encodings.get(conn.encoding, conn.encoding)).name
         if not oid:
@@ -214,8 +215,9 @@ class LargeObject:
             raise psycopg2.ProgrammingError("can't use a lobject outside of transactions")
 
     def _same_txn_local(self) -> bool:
-        """False when psycopg2 itself knows the transaction ended (no round trip needed)."""
-        return bool(self._conn.status != ext.STATUS_READY)
+        """False when psycopg2 itself knows the transaction ended (no round trip needed); a
+        prepared two-phase transaction counts as ended, as psycopg2 invalidates lobjects then."""
+        return self._conn.status not in (ext.STATUS_READY, ext.STATUS_PREPARED)
 
     def _check(self) -> None:
         if self.closed:
@@ -258,33 +260,76 @@ class LargeObject:
 
 
 def _as_operational(e: psycopg2.Error) -> psycopg2.OperationalError:
+    """psycopg2's class for a failed ``lo_*`` call, keeping the server's fields: ``pgcode`` and a
+    ``diag`` (handed over from ``e``, which stays the ``__cause__``)."""
     err = psycopg2.OperationalError(e.pgerror or str(e))  # psycopg2 keeps "ERROR:  " here
     try:
         err.__setstate__({"pgerror": e.pgerror, "pgcode": e.pgcode})  # type: ignore[no-untyped-call]
     except Exception:  # noqa: BLE001
         pass
+    _pgerror.move_result(e, err)
     return err
 
 
 def open_lobject(
     conn: Any,
     oid: int = 0,
-    mode: str = "",
+    mode: Optional[str] = "",
     new_oid: int = 0,
     new_file: Optional[str] = None,
     lobject_factory: Any = None,
 ) -> Any:
-    """What ``connection.lobject()`` does once patched; without a wait callback, psycopg2's own."""
+    """What ``connection.lobject()`` does once patched; without a wait callback, psycopg2's own.
+
+    ``lobject_factory`` may subclass :class:`LargeObject` or psycopg2's C ``lobject``: the latter
+    is combined with :class:`LargeObject` (see :func:`green_lobject_class`), so ``isinstance``
+    holds and the subclass's own methods keep working on top of cooperative I/O.
+    """
     if ext.get_wait_callback() is None and (lobject_factory is None or not _is_ours(lobject_factory)):
         return ext.connection.lobject(conn, oid, mode, new_oid, new_file, lobject_factory or ext.lobject)
-    factory = lobject_factory or LargeObject
+    if conn.status == ext.STATUS_PREPARED:
+        raise psycopg2.ProgrammingError("lobject cannot be used with a prepared two-phase transaction")
+    factory = green_lobject_class(lobject_factory or LargeObject)
     if not _is_ours(factory):
         raise psycopg2.NotSupportedError(
-            f"lobject_factory={factory!r} subclasses psycopg2's C lobject, which cannot work with a wait "
-            "callback (psycopg2 refuses it in green mode); subclass psycogreen.lobject.LargeObject instead"
+            f"lobject_factory={factory!r} is not a class: psycogreen can only make classes cooperative "
+            "(subclasses of psycopg2.extensions.lobject or psycogreen.lobject.LargeObject)"
         )
     return factory(conn, oid, mode, new_oid, new_file)
 
 
 def _is_ours(factory: Any) -> bool:
     return isinstance(factory, type) and issubclass(factory, LargeObject)
+
+
+class _GreenCLargeObject(LargeObject, ext.lobject):  # type: ignore[misc]
+    """:class:`LargeObject` that is also a psycopg2 C ``lobject``: the base of the classes made for
+    ``lobject_factory=`` subclasses of psycopg2's lobject. Every method and attribute psycopg2's
+    lobject has is defined by :class:`LargeObject`, which comes first in the MRO, so the C part is
+    never initialised or called (its ``__init__`` would run the blocking ``lo_open``).
+    """
+
+    # Plain class attributes shadow the C type's read-only getters, so instances can set them.
+    oid: int = 0
+    mode: str = ""
+
+
+_GreenCLargeObject.__name__ = _GreenCLargeObject.__qualname__ = "lobject"
+
+_lobject_classes: dict[type, type] = {}
+
+
+def green_lobject_class(factory: Any) -> Any:
+    """The cooperative class for ``lobject_factory``: itself if it already is one, a subclass of it
+    and :class:`_GreenCLargeObject` (cached) if it subclasses psycopg2's C ``lobject``; any other
+    value is returned unchanged (and refused by :func:`open_lobject`)."""
+    if not isinstance(factory, type) or _is_ours(factory) or not issubclass(factory, ext.lobject):
+        return factory
+    if factory is ext.lobject:
+        return _GreenCLargeObject
+    klass = _lobject_classes.get(factory)
+    if klass is None:
+        klass = type(factory.__name__, (factory, _GreenCLargeObject), {"__module__": factory.__module__})
+        klass.__doc__ = factory.__doc__
+        _lobject_classes[factory] = klass
+    return klass

@@ -20,9 +20,10 @@ connection.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import psycopg2
 import psycopg2._psycopg as _psycopg
@@ -33,7 +34,7 @@ from ._connection import _enter, _leave
 from ._core import READ
 from ._core import replication as _repl
 
-__all__ = ["GreenReplicationMixin", "ReplicationMessage"]
+__all__ = ["AsyncReplicationMixin", "GreenReplicationMixin", "ReplicationMessage"]
 
 
 class ReplicationMessage:
@@ -249,3 +250,68 @@ def _codec(conn: Any) -> str:
     import codecs
 
     return codecs.lookup(ext.encodings.get(conn.encoding, conn.encoding)).name
+
+
+# -- async_=1 replication connections ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _wait_callback_suspended() -> Iterator[None]:
+    """psycopg2 refuses its replication methods whenever *any* wait callback is registered, even
+    on an ``async_=1`` connection, where they never wait (the caller polls). Such a call is one
+    non-blocking C call with no switch inside, so unregistering the callback around it hides it
+    from nobody else in this thread."""
+    callback = ext.get_wait_callback()
+    ext.set_wait_callback(None)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        ext.set_wait_callback(callback)
+
+
+class AsyncReplicationMixin:
+    """For the cursors of ``async_=1`` replication connections under ``patch()``: psycopg2's own
+    asynchronous streaming (``start_replication``, ``read_message``; ``consume_stream`` raises
+    psycopg2's "not in asynchronous mode" error), as without patching."""
+
+    __slots__ = ()
+
+    def start_replication_expert(
+        self, command: Any, decode: bool = False, status_interval: float = 10
+    ) -> Any:
+        with _wait_callback_suspended():
+            return super().start_replication_expert(command, decode, status_interval)  # type: ignore[misc]
+
+    def read_message(self) -> Any:
+        with _wait_callback_suspended():
+            return super().read_message()  # type: ignore[misc]
+
+    def consume_stream(self, consume: Any, keepalive_interval: Any = None) -> Any:
+        with _wait_callback_suspended():
+            return super().consume_stream(consume, keepalive_interval)  # type: ignore[misc]
+
+
+_async_cursor_classes: dict[type, type] = {}
+
+
+def async_replication_cursor_class(base: Any) -> Any:
+    """``base`` (a ``ReplicationCursor`` class) with :class:`AsyncReplicationMixin` first (cached)."""
+    if not isinstance(base, type) or not issubclass(base, _psycopg.ReplicationCursor):
+        return base
+    if issubclass(base, AsyncReplicationMixin):
+        return base
+    klass = _async_cursor_classes.get(base)
+    if klass is None:
+        klass = type(base.__name__, (AsyncReplicationMixin, base), {"__module__": base.__module__})
+        klass.__doc__ = base.__doc__
+        _async_cursor_classes[base] = klass
+    return klass
+
+
+def prepare_async(conn: Any) -> Any:
+    """Called by ``psycopg2.connect`` once patched for ``async_=1`` connections: a replication
+    connection's cursors get :class:`AsyncReplicationMixin`; anything else is left alone."""
+    if isinstance(conn, _psycopg.ReplicationConnection):
+        base: Any = conn.cursor_factory
+        conn.cursor_factory = async_replication_cursor_class(base or _psycopg.ReplicationCursor)
+    return conn

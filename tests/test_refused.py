@@ -30,7 +30,7 @@ def test_refused_calls_work_cooperatively(run_script: Callable[..., Any], framew
     assert out["out_timeout"] == "QueryTimeout"
     assert out["out_timeout_usable"] is True
     assert out["out_timeout_active"] == 0
-    # 5. a failing file: its own exception, the server's QueryCanceled as context, nothing stored
+    # 5. a failing file: the server's QueryCanceled (as psycopg2), the file's exception as cause
     assert out["file_error"] == "the file failed"
     assert out["file_error_context"] == "QueryCanceled"
     assert out["file_error_rows_unchanged"] is True

@@ -12,6 +12,7 @@ connection. Server errors are raised as the psycopg2 error class psycopg2 itself
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import time
 from typing import Any, Callable, Optional
@@ -19,11 +20,12 @@ from typing import Any, Callable, Optional
 import psycopg2
 import psycopg2.errors
 
-from .. import _libpq
+from .. import _libpq, _pgerror
 from . import READ, WRITE, PQGen
 from .generators import cancel_nonblocking
 
 __all__ = [
+    "BadChunk",
     "CopyOutcome",
     "copy",
     "drain_results",
@@ -82,7 +84,7 @@ class CopyOutcome:
     stopped the copy; the caller decides how to surface it once the connection is idle again.
     """
 
-    __slots__ = ("direction", "error", "rowcount", "server_error", "status")
+    __slots__ = ("direction", "error", "failed_in", "rowcount", "server_error", "status")
 
     def __init__(self) -> None:
         self.rowcount: int = -1
@@ -92,14 +94,17 @@ class CopyOutcome:
         self.error: Optional[BaseException] = None
         #: the server's answer to an aborted COPY (psycopg2 raises it: QueryCanceled for COPY FROM)
         self.server_error: Optional[psycopg2.Error] = None
+        #: "read" or "write" when ``error`` was raised by the file's method (an ``Exception``, not an
+        #: interruption): psycopg2 reports the two differently, see :func:`psycogreen.copy._raise`
+        self.failed_in: str = ""
 
 
 def error_from_result(res: int, ptr: int, cursor: Any = None) -> psycopg2.Error:
-    """The psycopg2 exception for a failed ``PGresult``, the class psycopg2 would pick.
+    """The psycopg2 exception for a failed ``PGresult``, the class psycopg2 would pick, with
+    ``pgerror``, ``pgcode`` and a ``diag`` filled from the result as psycopg2 fills its own.
 
-    psycopg2 builds errors from the PGresult in C; from Python the closest is the same class from
-    ``psycopg2.errors.lookup(sqlstate)`` with ``pgerror``/``pgcode`` restored through the
-    ``__setstate__`` psycopg2 provides for pickling (``diag`` stays empty: it needs the PGresult).
+    **Takes ownership of** ``res``: the error keeps it for ``diag`` and psycopg2 frees it with the
+    error (see :mod:`psycogreen._pgerror`); the caller must not ``PQclear`` it afterwards.
     """
     lib = _libpq.lib
     raw = lib.PQresultErrorMessage(res) if res else None
@@ -108,7 +113,22 @@ def error_from_result(res: int, ptr: int, cursor: Any = None) -> psycopg2.Error:
     msg = raw.decode("utf-8", "replace")
     code_raw = lib.PQresultErrorField(res, PG_DIAG_SQLSTATE) if res else None
     code = code_raw.decode("ascii", "replace") if code_raw else None
-    return make_error(msg, code)
+    err = make_error(msg, code)
+    if res:
+        _pgerror.attach_result(err, res, _decoder(ptr))
+    return err
+
+
+def _decoder(ptr: int) -> Any:
+    """The decoder psycopg2 would use for this connection's messages (its client encoding)."""
+    fn = _libpq.lib.PQparameterStatus
+    fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_char_p]
+    raw = fn(ptr, b"client_encoding")
+    name = raw.decode("ascii", "replace") if raw else "UTF8"
+    try:
+        return codecs.getdecoder(psycopg2.extensions.encodings.get(name, name))
+    except LookupError:
+        return codecs.getdecoder("utf-8")
 
 
 def make_error(msg: str, code: Optional[str]) -> psycopg2.Error:
@@ -179,6 +199,7 @@ def drain_results(ptr: int, outcome: Optional[CopyOutcome] = None) -> PQGen[Opti
             if status == _libpq.PGRES_FATAL_ERROR:
                 if error is None:
                     error = error_from_result(res, ptr)
+                    res = 0  # the error owns it now
             elif status in (_libpq.PGRES_COPY_IN, _libpq.PGRES_COPY_BOTH):
                 # A second COPY in the same string: end it, psycopg2 does not support it either.
                 lib.PQputCopyEnd(ptr, b"psycogreen: only one COPY per statement is supported")
@@ -208,6 +229,7 @@ def copy(
     sink: Optional[Sink],
     control: Any,
     outcome: Optional[CopyOutcome] = None,
+    cancel_on_error: bool = True,
 ) -> PQGen[CopyOutcome]:
     """Run one COPY statement: ``source()`` feeds COPY FROM STDIN (``b""`` ends it), ``sink(data)``
     receives COPY TO STDOUT rows, whole rows batched up to ``BATCH`` bytes. Returns the outcome
@@ -216,6 +238,9 @@ def copy(
     A statement that turns out not to be a COPY runs to completion (psycopg2 lets ``copy_expert``
     run any statement); a COPY in a direction we have no file method for ends with psycopg2's
     ProgrammingError. Server errors are raised *after* the conversation is finished.
+
+    ``cancel_on_error=False`` makes a failing ``sink`` drain the rest of COPY OUT instead of
+    cancelling it, which keeps the surrounding transaction alive (psycopg2's behaviour).
     """
     lib = _libpq.lib
     if outcome is None:
@@ -230,6 +255,7 @@ def copy(
         status = lib.PQresultStatus(res)
         if status == _libpq.PGRES_FATAL_ERROR:
             first_error = error_from_result(res, ptr)
+            res = 0  # the error owns it now
         elif status in (_libpq.PGRES_COMMAND_OK, _libpq.PGRES_TUPLES_OK):
             outcome.rowcount = _rowcount(res)
             outcome.status = (lib.PQcmdStatus(res) or b"").decode("ascii", "replace")
@@ -249,7 +275,7 @@ def copy(
             yield from discard_copy_data(ptr)
         else:
             outcome.direction = "out"
-            yield from _copy_out(ptr, sink, control, outcome)
+            yield from _copy_out(ptr, sink, control, outcome, cancel_on_error)
     error = yield from drain_results(ptr, outcome)
     if control is not None and control.interrupt is not None:
         # Interrupted and cancelled: the server's "canceling statement" is the expected answer, and
@@ -283,6 +309,8 @@ def _copy_in(ptr: int, source: Source, control: Any, outcome: CopyOutcome) -> PQ
             data = source()
         except BaseException as e:  # noqa: BLE001 - reported in the outcome once the copy has ended
             outcome.error = e
+            if isinstance(e, Exception):
+                outcome.failed_in = "read"
             break
         if not data:
             break
@@ -326,14 +354,23 @@ def _copy_in(ptr: int, source: Source, control: Any, outcome: CopyOutcome) -> PQ
 CONNECTION_BAD = 1
 
 
+class BadChunk(TypeError):
+    """``file.read()`` returned something that is neither str nor bytes (``None`` included)."""
+
+
 def _abort_message(exc: BaseException) -> bytes:
-    """psycopg2's wording for an aborted COPY FROM, so server logs read the same."""
+    """psycopg2's wording for an aborted COPY FROM: the server echoes it in the QueryCanceled the
+    user gets, and server logs read the same as with blocking psycopg2."""
     if not isinstance(exc, Exception):
         return f"interrupted by {type(exc).__name__}".encode("utf-8", "replace")
+    if isinstance(exc, BadChunk):
+        return b"error in .read() call"  # psycopg2's exact text when read() returns a non-string
     return f"error in .read() call: {type(exc).__name__} {exc}".encode("utf-8", "replace")[:1000]
 
 
-def _copy_out(ptr: int, sink: Sink, control: Any, outcome: CopyOutcome) -> PQGen[None]:
+def _copy_out(
+    ptr: int, sink: Sink, control: Any, outcome: CopyOutcome, cancel_on_error: bool = True
+) -> PQGen[None]:
     # The hot loop of COPY TO: one libpq call, one copy into a bytes and one free per row. Rows are
     # handed to the file in batches of about BATCH bytes (one ``write()`` per row costs more than
     # the rest of the loop for narrow rows). Interrupts only arrive while suspended, so they are
@@ -350,6 +387,7 @@ def _copy_out(ptr: int, sink: Sink, control: Any, outcome: CopyOutcome) -> PQGen
     batch: list[bytes] = []
     append = batch.append
     size = 0
+    ended = False
     next_turn = _monotonic() + TURN
     try:
         while True:
@@ -385,6 +423,7 @@ def _copy_out(ptr: int, sink: Sink, control: Any, outcome: CopyOutcome) -> PQGen
                 if not consume(ptr):
                     raise psycopg2.OperationalError(_libpq.error_message(ptr))
             elif n == -1:
+                ended = True
                 if batch:
                     sink(b"".join(batch))
                 return
@@ -394,8 +433,13 @@ def _copy_out(ptr: int, sink: Sink, control: Any, outcome: CopyOutcome) -> PQGen
         raise
     except BaseException as e:  # noqa: BLE001 - the file failed: reported in the outcome once drained
         outcome.error = e
+        if isinstance(e, Exception):
+            outcome.failed_in = "write"
+    if ended:
+        return  # the last write failed after the server had sent everything: nothing to stop
     # Aborted by the file or an interrupt: stop the server (if the driver did not), then drain.
-    if control is None or control.interrupt is None:
+    # In a transaction a failed write() only drains, as psycopg2 does, so the transaction survives.
+    if cancel_on_error and (control is None or control.interrupt is None):
         if _libpq.HAS_NONBLOCKING_CANCEL:
             try:
                 yield from cancel_nonblocking(ptr)

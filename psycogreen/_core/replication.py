@@ -89,7 +89,10 @@ def start(ptr: int, command: bytes, control: Any = None) -> PQGen[None]:
         raise psycopg2.ProgrammingError("the replication command returned no result")
     try:
         status = lib.PQresultStatus(res)
-        error = error_from_result(res, ptr) if status == _libpq.PGRES_FATAL_ERROR else None
+        error = None
+        if status == _libpq.PGRES_FATAL_ERROR:
+            error = error_from_result(res, ptr)
+            res = 0  # the error owns it now
     finally:
         lib.PQclear(res)
     if status == _libpq.PGRES_COPY_BOTH:
@@ -160,8 +163,9 @@ def read_message(ptr: int, st: ReplState) -> PQGen[Optional[RawMessage]]:
             error = None
             while res:
                 if lib.PQresultStatus(res) == _libpq.PGRES_FATAL_ERROR and error is None:
-                    error = error_from_result(res, ptr)
-                lib.PQclear(res)
+                    error = error_from_result(res, ptr)  # owns res now
+                else:
+                    lib.PQclear(res)
                 res = yield from fetch_result(ptr)
             if error is not None:
                 raise error

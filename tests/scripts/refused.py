@@ -150,14 +150,15 @@ cur.execute("select 42")
 out["out_timeout_usable"] = cur.fetchone()[0] == 42
 out["out_timeout_active"] = kit.running(mon, "copy (select * from big%")
 
-# 5. a failing file: its exception, the copy aborted on the server, nothing committed
+# 5. a failing file: psycopg2's QueryCanceled (the file's exception as its cause), the copy aborted
+# on the server, nothing committed
 step("5")
 try:
     cur.copy_from(Boom(after=3), "t")
     out["file_error"] = "none"
-except ValueError as e:
-    out["file_error"] = str(e)
-    out["file_error_context"] = type(e.__context__).__name__
+except psycopg2.errors.QueryCanceled as e:
+    out["file_error"] = str(e.__cause__)
+    out["file_error_context"] = type(e).__name__
 conn.rollback()
 cur.execute("select count(*) from t")
 out["file_error_rows_unchanged"] = cur.fetchone()[0] == before
