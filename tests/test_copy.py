@@ -271,7 +271,10 @@ def test_streaming_input_is_read_in_chunks(pair: tuple[Any, Any]) -> None:
 
 # -- hypothesis round trips -------------------------------------------------------------------------
 
-text_values = st.one_of(st.none(), st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40))
+text_values = st.one_of(
+    st.none(),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40),
+)
 byte_values = st.one_of(st.none(), st.binary(max_size=40))
 
 
