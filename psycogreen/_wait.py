@@ -474,5 +474,30 @@ def _connect_wait(conn: Any, connecting: _deadline.ConnectDeadline, waiter: Wait
             fd, events = gen.send(ready)
     except StopIteration:
         return
+    except psycopg2.OperationalError as e:
+        failed = str(e)
+        if _is_timeout(e) or failed.startswith("connection to "):
+            raise
     finally:
         gen.close()
+    # Raised outside the except block: no context chain keeps the failed connection alive.
+    raise psycopg2.OperationalError(f"connection to {_failed_target(conn, connecting)} failed: {failed}")
+
+
+def _failed_target(conn: Any, connecting: _deadline.ConnectDeadline) -> str:
+    """How blocking libpq names the server in a failed attempt's message. libpq's non-blocking connect
+    (green mode) leaves the prefix out of the errors it detects after the first poll (refused, server
+    errors such as a bad password or an unknown database), so psycogreen adds it back."""
+    if connecting.target != _NO_DEADLINE.target:
+        return connecting.target
+    from ._connect import _target
+
+    try:
+        info = conn.info
+        host, port = info.host or "", str(info.port or "")
+        addr = getattr(info, "hostaddr", None) or None
+    except psycopg2.Error:
+        return "server"
+    if not host or not port:
+        return "server"
+    return _target(host, addr, port)
