@@ -41,7 +41,9 @@ def _port(dsn: str) -> int:
 def test_close_from_another_greenlet_cancels_and_closes(
     run_script: Callable[..., Any], framework: str, cancel_path: str
 ) -> None:
-    out = run_script("faults_interrupt.py", framework, "close_other", env=CANCEL_PATHS[cancel_path], timeout=60)
+    out = run_script(
+        "faults_interrupt.py", framework, "close_other", env=CANCEL_PATHS[cancel_path], timeout=60
+    )
     assert out["in_use_by_other"]
     assert out["exc"] == "OperationalError" and out["is_operational"], out
     assert "closed by" in out["msg"] and "cancelled on the server" in out["msg"], out["msg"]
@@ -90,7 +92,9 @@ def test_session_setters_from_another_greenlet_raise(run_script: Callable[..., A
 def test_dead_network_timeout_returns_within_deadline_plus_grace(
     run_script: Callable[..., Any], framework: str, cancel_path: str
 ) -> None:
-    out = run_script("faults_interrupt.py", framework, "dead_network", env=CANCEL_PATHS[cancel_path], timeout=60)
+    out = run_script(
+        "faults_interrupt.py", framework, "dead_network", env=CANCEL_PATHS[cancel_path], timeout=60
+    )
     assert out["exc"] == "QueryTimeout"
     assert DEADLINE <= out["elapsed"] < DEADLINE + GRACE + SLACK, out["elapsed"]
     assert out["closed"]
@@ -317,7 +321,9 @@ async def test_aio_close_from_another_task(dsn: str, amonitor: aio.AsyncConnecti
 
 
 @pytest.mark.anyio
-async def test_aio_close_from_another_task_on_a_dead_network(dsn: str, _unpatched: None, cancel_path: str) -> None:
+async def test_aio_close_from_another_task_on_a_dead_network(
+    dsn: str, _unpatched: None, cancel_path: str
+) -> None:
     with FaultProxy(_port(dsn)) as proxy:
         conn = await aio.connect(proxy.dsn(), connect_timeout=5)
         conn.autocommit = True

@@ -126,7 +126,12 @@ def scenario_setters() -> dict[str, Any]:
     g = run_owner(conn, "select pg_sleep(1.5)", box)
     kit.wait_until(lambda: conn._pg_owner is not None, what="the owner to be inside its call")
     refused: dict[str, Any] = {}
-    for name, value in (("autocommit", True), ("readonly", True), ("deferrable", True), ("isolation_level", 1)):
+    for name, value in (
+        ("autocommit", True),
+        ("readonly", True),
+        ("deferrable", True),
+        ("isolation_level", 1),
+    ):
         t0 = time.monotonic()
         try:
             setattr(conn, name, value)
@@ -206,10 +211,11 @@ def connect_cases() -> dict[str, str]:
     closed.bind(("127.0.0.1", 0))
     refused_port = closed.getsockname()[1]
     closed.close()
+    base = "user=postgres dbname=postgres"
     cases = {
-        "refused": f"host=127.0.0.1 port={refused_port} user=postgres dbname=postgres",
-        "refused_timeout": f"host=127.0.0.1 port={refused_port} user=postgres dbname=postgres connect_timeout=3",
-        "timeout": f"host=127.0.0.1 port={ls.getsockname()[1]} user=postgres dbname=postgres connect_timeout=1",
+        "refused": f"host=127.0.0.1 port={refused_port} {base}",
+        "refused_timeout": f"host=127.0.0.1 port={refused_port} {base} connect_timeout=3",
+        "timeout": f"host=127.0.0.1 port={ls.getsockname()[1]} {base} connect_timeout=1",
         "unknown_database": f"host=127.0.0.1 port={REAL_PORT} user=postgres dbname=psycogreen_no_such_db",
         "unknown_database_timeout": (
             f"host=127.0.0.1 port={REAL_PORT} user=postgres dbname=psycogreen_no_such_db connect_timeout=3"
@@ -225,7 +231,9 @@ def connect_cases() -> dict[str, str]:
     cur.execute("show unix_socket_directories")
     sockdir = cur.fetchone()[0].split(",")[0].strip()
     mon.close()
-    cases["unknown_database_socket"] = f"host={sockdir} port={REAL_PORT} user=postgres dbname=psycogreen_no_such_db"
+    cases["unknown_database_socket"] = (
+        f"host={sockdir} port={REAL_PORT} user=postgres dbname=psycogreen_no_such_db"
+    )
     # /etc/hosts names: may resolve to ::1 and 127.0.0.1, tried in turn (the server listens on the latter).
     cases["unknown_database_name"] = (
         f"host=localhost port={REAL_PORT} user=postgres dbname=psycogreen_no_such_db connect_timeout=3"
