@@ -152,7 +152,9 @@ def password_dsn(dsn: str) -> Iterator[Optional[str]]:
     admin.autocommit = True
     cur = admin.cursor()
     cur.execute("show hba_file")
-    hba = cur.fetchone()[0]
+    row = cur.fetchone()
+    assert row is not None
+    hba = row[0]
     try:
         with open(hba) as f:
             original = f.read()
