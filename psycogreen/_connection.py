@@ -97,7 +97,7 @@ def _leave(conn: Any, entered: bool, error: Optional[BaseException] = None) -> N
     conn._pg_owner = None
     pending = conn._pg_pending
     if pending is None and error is not None and conn._pg_closing is not None:
-        raise _closed_under_call(conn._pg_closing, conn._pg_close_how) from error
+        raise _closed_under_call(conn._pg_close_who, conn._pg_close_how) from error
     if pending is not None:
         conn._pg_pending = None
         try:
@@ -136,6 +136,7 @@ class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
     #: Who is closing this connection while another greenlet/thread is inside a call on it.
     _pg_closing: Any = None
     _pg_close_how: str = _HOW_CANCELLED
+    _pg_close_who: str = "?"
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         factory = kwargs.get("cursor_factory") or self.cursor_factory
@@ -197,9 +198,9 @@ class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
         super().close()
 
 
-def _closed_under_call(closer: Any, how: str) -> psycopg2.OperationalError:
+def _closed_under_call(closer: str, how: str) -> psycopg2.OperationalError:
     return psycopg2.OperationalError(
-        f"the connection was closed by {closer!r} (another greenlet, task or thread) while this call "
+        f"the connection was closed by {closer} (another greenlet, task or thread) while this call "
         f"was running: {how}; open a new connection (a pool does it for you)"
     )
 
@@ -245,6 +246,7 @@ def stop_other_user(conn: Any) -> None:
         )
     grace = _deadline.cancel_grace()
     conn._pg_closing = me
+    conn._pg_close_who = _describe_caller(me, waiter)
     try:
         if _cancel_and_wait(conn, waiter, grace):
             return
@@ -265,6 +267,20 @@ def stop_other_user(conn: Any) -> None:
     except BaseException:
         conn._pg_closing = None
         raise
+
+
+def _describe_caller(me: Any, waiter: Any) -> str:
+    """Who is closing, in words a user recognises: a thread's name, a task's name, a greenlet."""
+    if getattr(me, "parent", 0) is None:  # the main greenlet of an OS thread: the thread itself
+        return f"thread {threading.current_thread().name!r}"
+    who = waiter.current()
+    get_name = getattr(who, "get_name", None)  # an asyncio task
+    if callable(get_name):
+        return f"task {get_name()!r}"
+    name = getattr(who, "name", None)  # a trio task
+    if isinstance(name, str) and not isinstance(who, threading.Thread):
+        return f"task {name!r}"
+    return repr(who)
 
 
 def _cancel_and_wait(conn: Any, waiter: Any, grace: float) -> bool:
