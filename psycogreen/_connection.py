@@ -111,6 +111,7 @@ def _leave(conn: Any, entered: bool, error: Optional[BaseException] = None) -> N
 
 
 _HOW_CANCELLED = "the statement was cancelled on the server, then the connection closed"
+_HOW_IDLE = "no statement was running; the socket was shut down and the connection closed"
 _HOW_SHUT_DOWN = (
     "the server did not confirm the cancel (is the network down?), so the socket was shut down and "
     "the connection closed"
@@ -248,18 +249,26 @@ def stop_other_user(conn: Any) -> None:
     conn._pg_closing = me
     conn._pg_close_who = _describe_caller(me, waiter)
     try:
-        if _cancel_and_wait(conn, waiter, grace):
+        if conn.get_transaction_status() != ext.TRANSACTION_STATUS_ACTIVE:
+            # No statement on the server (a notifies() loop waiting for the socket): nothing to
+            # cancel, so end the wait at once.
+            conn._pg_close_how = _HOW_IDLE
+            _shutdown_socket(conn)
+            if _owner_gone(conn, waiter, time.monotonic() + grace):
+                return
+        elif _cancel_and_wait(conn, waiter, grace):
             return
-        logger.warning(
-            "%r was still inside a call %g s after its statement was cancelled (is the network down?); "
-            "shutting its socket down to close the connection",
-            conn._pg_owner,
-            grace,
-        )
-        conn._pg_close_how = _HOW_SHUT_DOWN
-        _shutdown_socket(conn)
-        if _owner_gone(conn, waiter, time.monotonic() + grace):
-            return
+        else:
+            logger.warning(
+                "%r was still inside a call %g s after its statement was cancelled (is the network down?); "
+                "shutting its socket down to close the connection",
+                conn._pg_owner,
+                grace,
+            )
+            conn._pg_close_how = _HOW_SHUT_DOWN
+            _shutdown_socket(conn)
+            if _owner_gone(conn, waiter, time.monotonic() + grace):
+                return
         raise ConcurrentUseError(
             f"cannot close the connection: {conn._pg_owner!r} is still inside a call on it after its "
             "statement was cancelled and its socket shut down; kill or cancel that greenlet/task first"

@@ -73,6 +73,18 @@ def test_close_from_another_greenlet_on_a_dead_network(
         assert out["max_gap"] < 0.5
 
 
+@pytest.mark.parametrize("framework", ALL)
+def test_close_under_a_notifies_loop(run_script: Callable[..., Any], framework: str) -> None:
+    out = run_script("faults_interrupt.py", framework, "close_listener", timeout=60)
+    assert out["exc"] == "OperationalError", out
+    assert "closed by" in out["msg"] and "no statement was running" in out["msg"], out["msg"]
+    assert out["close_took"] < GRACE  # nothing to cancel: no grace waited
+    assert out["returned_after"] < 25  # not the 30 s notifies() timeout
+    assert out["closed"]
+    if framework != "threads":
+        assert out["max_gap"] < 0.5
+
+
 @pytest.mark.parametrize("framework", ["gevent", "eventlet"])
 def test_session_setters_from_another_greenlet_raise(run_script: Callable[..., Any], framework: str) -> None:
     out = run_script("faults_interrupt.py", framework, "setters", timeout=60)

@@ -2,6 +2,7 @@
 
 - ``close_other``: ``conn.close()`` from another greenlet/thread while one runs a long statement;
 - ``close_other_dead``: the same on a stalled network (the cancel cannot reach the server);
+- ``close_listener``: the same while a greenlet/thread waits in ``psycogreen.notifies()``;
 - ``setters``: psycopg2's session setters from another greenlet while one is inside a call;
 - ``dead_network``: ``psycogreen.timeout(1)`` on a stalled network;
 - ``messages``: what QueryTimeout says after a confirmed cancel and after a connect deadline;
@@ -124,6 +125,34 @@ def scenario_close_other_dead() -> dict[str, Any]:
     proxy.close()
     kit.wait_until(lambda: active(mon, t) == 0, timeout=10, what="the backend to notice the client left")
     return dict(box, close_took=close_took, closed=conn.closed, max_gap=gap)
+
+
+def scenario_close_listener() -> dict[str, Any]:
+    """A greenlet waiting in psycogreen.notifies() (no statement on the server) is closed under."""
+    conn = psycopg2.connect(kit.DSN)
+    conn.autocommit = True
+    conn.cursor().execute("listen psycogreen_close_listener")
+    box: dict[str, Any] = {}
+    ticker = kit.Ticker(0.005)
+
+    def listener() -> None:
+        t0 = time.monotonic()
+        try:
+            for _ in psycogreen.notifies(conn, timeout=30):
+                pass
+            box["exc"] = None
+        except BaseException as e:  # noqa: BLE001 - reported
+            box.update(exc=type(e).__name__, msg=str(e))
+        box["returned_after"] = time.monotonic() - t0
+
+    g = kit.spawn(listener)
+    kit.wait_until(lambda: in_use_by_other(conn), what="the listener to wait on the connection")
+    t0 = time.monotonic()
+    conn.close()
+    close_took = time.monotonic() - t0
+    kit.wait_until(lambda: "returned_after" in box, timeout=15, what="the listener to return")
+    kit.joinall([g], timeout=5)
+    return dict(box, close_took=close_took, closed=conn.closed, max_gap=ticker.stop())
 
 
 def scenario_setters() -> dict[str, Any]:
