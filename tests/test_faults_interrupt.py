@@ -91,6 +91,12 @@ def test_session_setters_from_another_greenlet_raise(run_script: Callable[..., A
     for name, refused in out["refused"].items():
         assert refused is not None, name
         assert refused["after"] < 0.5 and "already in use" in refused["msg"], (name, refused)
+    reads = out["reads"]
+    assert reads["still_running"]  # all of it happened while the owner was inside its call
+    assert reads["closed"] == 0 and reads["transaction_status"] == 1  # ACTIVE
+    assert reads["in_use_by_other"] and not out["in_use_after"]
+    for name in ("fileno", "backend_pid", "parameter_status", "server_version", "notifies"):
+        assert reads[name], name
     assert out["owner"]["exc"] is None  # the owner's statement was unharmed
     assert out["max_gap"] < 0.5
     assert out["autocommit"] is True

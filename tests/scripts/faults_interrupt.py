@@ -174,12 +174,46 @@ def scenario_setters() -> dict[str, Any]:
             refused[name] = None
         except ConcurrentUseError as e:
             refused[name] = {"after": time.monotonic() - t0, "msg": str(e)}
+    for name, call in (
+        ("reset", conn.reset),
+        ("set_session", lambda: conn.set_session(readonly=True)),
+        ("set_client_encoding", lambda: conn.set_client_encoding("UTF8")),
+        ("commit", conn.commit),
+        ("named_cursor_close", lambda: conn.cursor("psycogreen_named").close()),
+    ):
+        t0 = time.monotonic()
+        try:
+            call()
+            refused[name] = None
+        except ConcurrentUseError as e:
+            refused[name] = {"after": time.monotonic() - t0, "msg": str(e)}
+    # What does not take psycopg2's connection mutex works while the owner is inside its call.
+    reads = {
+        "closed": conn.closed,
+        "fileno": conn.fileno() > 0,
+        "backend_pid": conn.info.backend_pid > 0,
+        "transaction_status": conn.get_transaction_status(),
+        "parameter_status": conn.get_parameter_status("server_version") is not None,
+        "server_version": conn.server_version > 0,
+        "notifies": conn.notifies == [],
+        "autocommit": conn.autocommit,
+        "in_use_by_other": in_use_by_other(conn),
+    }
+    conn.cursor().close()  # a client-side cursor closes without the server
+    reads["still_running"] = "returned_after" not in box
     kit.wait_until(lambda: "returned_after" in box, timeout=15, what="the owner's call to end")
     kit.joinall([g], timeout=5)
     gap = ticker.stop()
     conn.rollback()
     conn.autocommit = True  # free again: allowed
-    return {"refused": refused, "owner": box, "max_gap": gap, "autocommit": conn.autocommit}
+    return {
+        "refused": refused,
+        "reads": reads,
+        "owner": box,
+        "max_gap": gap,
+        "autocommit": conn.autocommit,
+        "in_use_after": in_use_by_other(conn),
+    }
 
 
 def scenario_dead_network() -> dict[str, Any]:
