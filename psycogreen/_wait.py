@@ -4,7 +4,10 @@ It owns the two things that must be written once: *deadlines* (``psycogreen.time
 deadlines) and *interruption* (``gevent.Timeout``, ``GreenletExit``, ``eventlet.Timeout``,
 ``KeyboardInterrupt``, task cancellation). On either, the statement is cancelled on the server, the
 generator is drained until libpq is idle again, and only then is the exception delivered — so the
-server never keeps running a query nobody waits for, and the connection survives.
+server never keeps running a query nobody waits for, and the connection survives. Cancel and drain
+share one bound, the cancel grace (:func:`psycogreen._deadline.cancel_grace`, 1 s by default): on a
+dead network the connection is closed when it runs out, so a caller always gets control back within
+its deadline plus the grace.
 
 psycopg2 closes a connection whenever its wait callback raises. So for connections of psycogreen's
 connection classes, the callback does *not* raise: it parks the exception on the connection and
