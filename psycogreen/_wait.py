@@ -124,7 +124,7 @@ def _not_confirmed(grace: float) -> str:
     return (
         f"the server did not confirm the cancel within {grace:g} s (is the network down?), so the "
         "connection was closed: open a new one (a pool replaces it by itself); "
-        "PSYCOGREEN_CANCEL_GRACE or psycogreen._deadline.set_cancel_grace() waits longer"
+        "PSYCOGREEN_CANCEL_GRACE or psycogreen.set_cancel_grace() waits longer"
     )
 
 

@@ -134,7 +134,8 @@ def test_cancel_grace_is_configurable_in_one_place(run_script: Callable[..., Any
 
 
 def test_set_cancel_grace_validates() -> None:
-    previous = _deadline.set_cancel_grace(3)
+    assert psycogreen.set_cancel_grace is _deadline.set_cancel_grace
+    previous = psycogreen.set_cancel_grace(3)
     try:
         assert _deadline.cancel_grace() == 3.0
         from psycogreen import _wait
