@@ -69,7 +69,7 @@ def _enter(conn: Any) -> bool:
     owner = conn._pg_owner
     if owner is None:
         if conn._pg_closing is not None and conn._pg_closing is not me:
-            raise psycopg2.InterfaceError(f"connection already closed (being closed by {conn._pg_closing!r})")
+            raise psycopg2.InterfaceError(f"connection already closed (being closed by {conn._pg_close_who})")
         conn._pg_owner = me
         conn._pg_depth = 1
         conn._pg_pending = None
@@ -248,6 +248,7 @@ def stop_other_user(conn: Any) -> None:
     grace = _deadline.cancel_grace()
     conn._pg_closing = me
     conn._pg_close_who = _describe_caller(me, waiter)
+    conn._pg_close_how = _HOW_CANCELLED
     try:
         if conn.get_transaction_status() != ext.TRANSACTION_STATUS_ACTIVE:
             # No statement on the server (a notifies() loop waiting for the socket): nothing to
