@@ -8,7 +8,7 @@ and :mod:`psycogreen.aio`. Modules starting with ``_`` are private.
 from __future__ import annotations
 
 from . import errors
-from ._deadline import timeout
+from ._deadline import set_cancel_grace, timeout
 from ._notify import notifies
 from ._patch import patch, patched, unpatch
 
@@ -20,6 +20,7 @@ __all__ = [
     "notifies",
     "patch",
     "patched",
+    "set_cancel_grace",
     "timeout",
     "unpatch",
 ]

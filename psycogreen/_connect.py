@@ -67,6 +67,10 @@ def _target(host: str, addr: Optional[str], port: str) -> str:
     return f'server at "{addr or host}", port {port}'
 
 
+#: glibc's text for EAI_NONAME, which libpq prints for a name its resolver refuses.
+_NONAME = "Name or service not known"
+
+
 def plan(params: dict[str, str], resolve: Callable[..., list[Any]]) -> Optional[list[Attempt]]:
     """The attempts to make, or None when libpq can be handed the DSN as is (one numeric host or
     socket, no deadline to enforce). Raises OperationalError for a DSN libpq would refuse."""
@@ -109,6 +113,9 @@ def plan(params: dict[str, str], resolve: Callable[..., list[Any]]) -> Optional[
             infos = resolve(host, port, 0, socket.SOCK_STREAM)
         except OSError as e:
             attempts.append(Attempt({}, f'could not translate host name "{host}" to address: {e.args[-1]}'))
+            continue
+        except UnicodeError:  # Python's IDNA encoding refuses the name (an empty or long label)
+            attempts.append(Attempt({}, f'could not translate host name "{host}" to address: {_NONAME}'))
             continue
         seen: list[str] = []
         for info in infos:

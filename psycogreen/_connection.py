@@ -11,11 +11,22 @@ They add three things around every method that may wait on the server:
 - *interrupt delivery*: the wait callback parks an interrupt (gevent.Timeout, kill, Ctrl-C, a
   ``timeout()`` deadline) on the connection after cancelling the statement on the server, so that
   psycopg2 does not close the connection; the wrapper re-raises it here, unchanged;
-- ``cancel()`` that does not freeze the hub.
+- ``cancel()`` that does not freeze the hub;
+- *no frozen process*: psycopg2 holds the connection's mutex for the whole of a call in green mode,
+  so a second greenlet of the same OS thread taking it (``close()``, the ``autocommit``/
+  ``isolation_level``/``readonly``/``deferrable`` setters) would block the thread, and with it the
+  greenlet that holds the mutex, forever. ``close()`` from another greenlet/task/thread cancels the
+  running statement, lets the owner's call end (with an ``OperationalError`` saying the connection
+  was closed by someone else) and then closes; the setters raise ``ConcurrentUseError`` like every
+  other guarded method. Everything else callable on a busy connection does not take the mutex
+  (``closed``, ``fileno()``, ``info``, ``get_transaction_status()``, ``get_parameter_status()``,
+  ``server_version``, ``notifies``, a client-side cursor's ``close()`` and garbage collection).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from typing import Any, Optional
@@ -46,7 +57,10 @@ __all__ = [
     "GreenCursorMixin",
     "green_connection_class",
     "green_cursor_class",
+    "in_use_by_other",
 ]
+
+logger = logging.getLogger("psycogreen")
 
 
 def _enter(conn: Any) -> bool:
@@ -56,6 +70,8 @@ def _enter(conn: Any) -> bool:
     me = _getcurrent()
     owner = conn._pg_owner
     if owner is None:
+        if conn._pg_closing is not None and conn._pg_closing is not me:
+            raise psycopg2.InterfaceError(f"connection already closed (being closed by {conn._pg_close_who})")
         conn._pg_owner = me
         conn._pg_depth = 1
         conn._pg_pending = None
@@ -101,6 +117,8 @@ def _leave(conn: Any, entered: bool, error: Optional[BaseException] = None) -> N
         return
     conn._pg_owner = None
     pending = conn._pg_pending
+    if pending is None and error is not None and conn._pg_closing is not None:
+        raise _closed_under_call(conn._pg_close_who, conn._pg_close_how) from error
     if pending is not None:
         conn._pg_pending = None
         try:
@@ -111,6 +129,14 @@ def _leave(conn: Any, entered: bool, error: Optional[BaseException] = None) -> N
             # Drop the local: the exception's traceback holds this frame, and a frame that held the
             # exception would make a cycle keeping the connection alive until the next gc run.
             del pending, conn
+
+
+_HOW_CANCELLED = "the statement was cancelled on the server, then the connection closed"
+_HOW_IDLE = "no statement was running; the socket was shut down and the connection closed"
+_HOW_SHUT_DOWN = (
+    "the server did not confirm the cancel (is the network down?), so the socket was shut down and "
+    "the connection closed"
+)
 
 
 class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
@@ -129,6 +155,10 @@ class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
     _pg_thread: Any = None
     _pg_depth: int = 0
     _pg_pending: Optional[BaseException] = None
+    #: Who is closing this connection while another greenlet/thread is inside a call on it.
+    _pg_closing: Any = None
+    _pg_close_how: str = _HOW_CANCELLED
+    _pg_close_who: str = "?"
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         factory = kwargs.get("cursor_factory") or self.cursor_factory
@@ -176,8 +206,12 @@ class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
         _wait.cancel(self)
 
     def close(self) -> None:
+        """Close the connection; if another greenlet/task/thread is inside a call on it, cancel its
+        statement and let that call end first (see :func:`stop_other_user`)."""
         from . import _wait
 
+        if self._pg_owner is not None:
+            stop_other_user(self)
         if not self.closed:
             try:
                 fd = self.fileno()
@@ -186,6 +220,175 @@ class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
             if fd >= 0 and _wait.state.waiter is not None:
                 _wait.state.waiter.forget_fd(fd)
         super().close()
+
+
+def _closed_under_call(closer: str, how: str) -> psycopg2.OperationalError:
+    return psycopg2.OperationalError(
+        f"the connection was closed by {closer} (another greenlet, task or thread) while this call "
+        f"was running: {how}; open a new connection (a pool does it for you)"
+    )
+
+
+def in_use_by_other(conn: Any) -> bool:
+    """True when another greenlet, task or thread is inside a call on ``conn`` right now.
+
+    For code that must not touch such a connection (a pool's ``putconn`` of a connection still in
+    use elsewhere): closing it cancels the other user's statement, and most other methods raise
+    ``ConcurrentUseError``. Costs two attribute reads; never blocks.
+    """
+    owner = getattr(conn, "_pg_owner", None)
+    return owner is not None and owner is not _getcurrent()
+
+
+_CLOSE_POLL = 0.005
+
+
+def stop_other_user(conn: Any) -> None:
+    """Make the call another greenlet/task/thread is running on ``conn`` end, before closing it.
+
+    psycopg2's ``close()`` takes the connection's mutex, which the other user holds for its whole
+    call: from a greenlet of the same OS thread that would block the thread forever (every greenlet
+    and the hub with it); from another thread it would wait for the query to finish, however long.
+    So: refuse newcomers, send a cancel, and wait (cooperatively) for the owner to leave — its call
+    raises an ``OperationalError`` saying the connection was closed by someone else. If it has not
+    left within the cancel grace (a dead network, the server never answers), shut the socket down,
+    which ends any wait at once. Returns with nobody inside (the caller closes), or raises
+    ``ConcurrentUseError`` when waiting is impossible here.
+    """
+    from . import _deadline, _wait
+
+    owner = conn._pg_owner
+    me = _getcurrent()
+    if owner is None or owner is me or conn.closed:
+        return
+    waiter = _wait.current_waiter()
+    if waiter.name in ("threads", "asyncio") and _thread_of(owner) is _thread_of(me):
+        raise ConcurrentUseError(
+            f"cannot close the connection: {owner!r} is inside a call on it and this code cannot wait "
+            "for it without blocking the thread it runs on; close it from a greenlet, with "
+            "`await conn.close()` (psycogreen.aio) or inside psycogreen.aio.run_sync()"
+        )
+    grace = _deadline.cancel_grace()
+    conn._pg_closing = me
+    conn._pg_close_who = _describe_caller(me, waiter)
+    conn._pg_close_how = _HOW_CANCELLED
+    try:
+        if conn.get_transaction_status() != ext.TRANSACTION_STATUS_ACTIVE:
+            # No statement on the server (a notifies() loop waiting for the socket): nothing to
+            # cancel, so end the wait at once.
+            conn._pg_close_how = _HOW_IDLE
+            _shutdown_socket(conn)
+            if _owner_gone(conn, waiter, time.monotonic() + grace):
+                return
+        elif _cancel_and_wait(conn, waiter, grace):
+            return
+        else:
+            logger.warning(
+                "%r was still inside a call %g s after its statement was cancelled (is the network down?); "
+                "shutting its socket down to close the connection",
+                conn._pg_owner,
+                grace,
+            )
+            conn._pg_close_how = _HOW_SHUT_DOWN
+            _shutdown_socket(conn)
+            if _owner_gone(conn, waiter, time.monotonic() + grace):
+                return
+        raise ConcurrentUseError(
+            f"cannot close the connection: {conn._pg_owner!r} is still inside a call on it after its "
+            "statement was cancelled and its socket shut down; kill or cancel that greenlet/task first"
+        )
+    except BaseException:
+        conn._pg_closing = None
+        raise
+
+
+def _describe_caller(me: Any, waiter: Any) -> str:
+    """Who is closing, in words a user recognises: a thread's name, a task's name, a greenlet."""
+    if getattr(me, "parent", 0) is None:  # the main greenlet of an OS thread: the thread itself
+        return f"thread {threading.current_thread().name!r}"
+    who = waiter.current()
+    get_name = getattr(who, "get_name", None)  # an asyncio task
+    if callable(get_name):
+        return f"task {get_name()!r}"
+    name = getattr(who, "name", None)  # a trio task
+    if isinstance(name, str) and not isinstance(who, threading.Thread):
+        return f"task {name!r}"
+    return repr(who)
+
+
+def _cancel_and_wait(conn: Any, waiter: Any, grace: float) -> bool:
+    """Cancel the statement of whoever is inside a call on ``conn`` (again if a newcomer slipped in)
+    and wait for the connection to be free, up to ``grace`` seconds; True if it is."""
+    from . import _wait
+
+    end = time.monotonic() + grace
+    cancelled: Any = None
+    while True:
+        owner = conn._pg_owner
+        if owner is None or conn.closed:
+            return True
+        if owner is not cancelled:
+            cancelled = owner
+            try:
+                _wait.cancel(conn, waiter, end)
+            except psycopg2.Error as e:
+                logger.debug("cancel before close failed: %r", e)
+        if time.monotonic() >= end:
+            return False
+        waiter.sleep(_CLOSE_POLL)
+
+
+def _owner_gone(conn: Any, waiter: Any, end: float) -> bool:
+    while conn._pg_owner is not None and not conn.closed:
+        if time.monotonic() >= end:
+            return False
+        waiter.sleep(_CLOSE_POLL)
+    return True
+
+
+def _shutdown_socket(conn: Any) -> None:
+    """``shutdown(2)`` the connection's socket: every wait on it ends (readable, EOF) and libpq
+    reports the connection lost. The socket itself stays open until psycopg2 closes it."""
+    import _socket
+
+    try:
+        fd = conn.fileno()
+    except psycopg2.Error:
+        return
+    if fd < 0:
+        return
+    try:
+        sock = _socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(_socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def _guarded_setter(name: str) -> property:
+    """A property whose setter runs psycopg2's inside :func:`_enter`/:func:`_leave`: psycopg2's
+    setters take the connection's mutex (``conn_set_session``), so from a second greenlet while
+    another is inside a call they would freeze the thread; here they raise ConcurrentUseError."""
+    base = ext.connection.__dict__[name]
+
+    def fset(self: Any, value: Any) -> None:
+        entered = _enter(self)
+        try:
+            base.__set__(self, value)
+        except BaseException as e:
+            _leave(self, entered, e)
+            raise
+        _leave(self, entered)
+
+    return property(base.__get__, fset, doc=base.__doc__)
+
+
+for _attr in ("autocommit", "isolation_level", "readonly", "deferrable"):
+    setattr(GreenConnectionMixin, _attr, _guarded_setter(_attr))
 
 
 def _install_guards(owner: type, names: tuple[str, ...]) -> None:

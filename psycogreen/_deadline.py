@@ -14,7 +14,7 @@ import warnings
 from contextvars import ContextVar
 from typing import Iterator, NamedTuple, Optional
 
-__all__ = ["ConnectDeadline", "timeout"]
+__all__ = ["ConnectDeadline", "cancel_grace", "set_cancel_grace", "timeout"]
 
 #: (absolute monotonic deadline, seconds asked for) of the tightest enclosing ``timeout()``.
 _op_deadline: ContextVar[Optional[tuple[float, float]]] = ContextVar("psycogreen_timeout", default=None)
@@ -31,8 +31,47 @@ _connecting: ContextVar[Optional[ConnectDeadline]] = ContextVar("psycogreen_conn
 
 #: How long to wait, after a deadline or an interrupt, for the server to confirm the cancel before
 #: giving up on the connection (closing it). A healthy server answers in milliseconds; a dead network
-#: never does. ``PSYCOGREEN_CANCEL_GRACE`` (seconds) overrides it.
-DEFAULT_CANCEL_GRACE = float(os.environ.get("PSYCOGREEN_CANCEL_GRACE", "5"))
+#: never does, and a caller who asked for ``timeout(1)`` wants control back near 1 s, not 1 s plus a
+#: long wait for a server that cannot answer: so every timed-out or interrupted call returns within
+#: its deadline plus this grace. The one home of this setting: ``PSYCOGREEN_CANCEL_GRACE`` (seconds)
+#: sets it at import, :func:`set_cancel_grace` at run time.
+DEFAULT_CANCEL_GRACE = 1.0
+
+
+def _grace_from_env() -> float:
+    raw = os.environ.get("PSYCOGREEN_CANCEL_GRACE", "").strip()
+    if not raw:
+        return DEFAULT_CANCEL_GRACE
+    try:
+        return _check_grace(float(raw))
+    except ValueError:
+        raise ValueError(
+            f"PSYCOGREEN_CANCEL_GRACE={raw!r} is not a number of seconds > 0; unset it for the "
+            f"default ({DEFAULT_CANCEL_GRACE:g} s) or give e.g. PSYCOGREEN_CANCEL_GRACE=5"
+        ) from None
+
+
+def _check_grace(seconds: float) -> float:
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"the cancel grace must be a finite number of seconds > 0, got {seconds!r}")
+    return float(seconds)
+
+
+_cancel_grace = _grace_from_env()
+
+
+def cancel_grace() -> float:
+    """Seconds to wait for the server to confirm a cancel before closing the connection."""
+    return _cancel_grace
+
+
+def set_cancel_grace(seconds: float) -> float:
+    """Set the cancel grace for the whole process (see :data:`DEFAULT_CANCEL_GRACE`); return the
+    previous value. Raise it for servers that are slow to confirm a cancel but must keep their
+    connections; every interrupted call may then take that long to return on a dead network."""
+    global _cancel_grace
+    previous, _cancel_grace = _cancel_grace, _check_grace(seconds)
+    return previous
 
 
 @contextlib.contextmanager
@@ -42,7 +81,10 @@ def timeout(seconds: float) -> Iterator[None]:
     The deadline is absolute: several queries inside the block share it. Nested blocks keep the
     tightest deadline. On expiry the running statement is cancelled on the server and
     :class:`psycogreen.errors.QueryTimeout` (a ``QueryCanceledError``) is raised; the connection stays
-    usable (roll back first if a transaction was open). Connecting inside the block is bounded too.
+    usable (roll back first if a transaction was open). If the server cannot confirm the cancel
+    within :func:`cancel_grace` (a dead network), the connection is closed instead and the error says
+    so: control returns within ``seconds`` plus the grace either way. Connecting inside the block is
+    bounded too.
     """
     if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
         raise TypeError(

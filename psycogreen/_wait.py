@@ -4,7 +4,10 @@ It owns the two things that must be written once: *deadlines* (``psycogreen.time
 deadlines) and *interruption* (``gevent.Timeout``, ``GreenletExit``, ``eventlet.Timeout``,
 ``KeyboardInterrupt``, task cancellation). On either, the statement is cancelled on the server, the
 generator is drained until libpq is idle again, and only then is the exception delivered — so the
-server never keeps running a query nobody waits for, and the connection survives.
+server never keeps running a query nobody waits for, and the connection survives. Cancel and drain
+share one bound, the cancel grace (:func:`psycogreen._deadline.cancel_grace`, 1 s by default): on a
+dead network the connection is closed when it runs out, so a caller always gets control back within
+its deadline plus the grace.
 
 psycopg2 closes a connection whenever its wait callback raises. So for connections of psycogreen's
 connection classes, the callback does *not* raise: it parks the exception on the connection and
@@ -15,6 +18,8 @@ result if the query won the race), and the connection method wrapper raises the 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -22,7 +27,7 @@ import psycopg2
 
 from . import _deadline, _libpq
 from ._core import READ, RV, WRITE, PQGen
-from ._core.generators import cancel_blocking, cancel_nonblocking, poll_conn, poll_conn_after
+from ._core.generators import cancel_handle, cancel_nonblocking, poll_conn, poll_conn_after, send_cancel
 from ._waiters import Waiter
 
 try:
@@ -39,7 +44,11 @@ class _State:
     """The process-wide choice made by ``patch()``."""
 
     waiter: Optional[Waiter] = None
-    cancel_grace: float = _deadline.DEFAULT_CANCEL_GRACE
+
+    @property
+    def cancel_grace(self) -> float:
+        """The cancel grace; its one home is :func:`psycogreen._deadline.cancel_grace`."""
+        return _deadline.cancel_grace()
 
 
 state = _State()
@@ -75,12 +84,49 @@ class Control:
 
 
 def deadline_error(seconds: float) -> BaseException:
+    """The ``QueryTimeout`` of an expired ``timeout()`` deadline. What became of the statement is
+    only known after the cancel: :func:`_settle` completes the message then."""
+    from .errors import QueryTimeout
+
+    exc = QueryTimeout(
+        f"the operation did not complete within the {seconds:g} s deadline set by psycogreen.timeout()"
+    )
+    exc._pg_seconds = seconds  # type: ignore[attr-defined]
+    return exc
+
+
+def connect_deadline_error(seconds: float, target: str) -> BaseException:
+    """A ``timeout()`` deadline that expired while connecting: nothing ran, nothing to cancel."""
     from .errors import QueryTimeout
 
     return QueryTimeout(
-        f"the operation did not complete within the {seconds:g} s deadline set by "
-        "psycogreen.timeout() and was cancelled on the server; the connection is still usable "
-        "(roll back if a transaction was open); raise the timeout if the work needs longer"
+        f"connection to {target} failed: connect timed out: no connection within the {seconds:g} s "
+        "deadline set by psycogreen.timeout() (the attempt was abandoned; raise the timeout if the "
+        "server is slow to accept)"
+    )
+
+
+def _settle(exc: BaseException, outcome: str) -> None:
+    """Complete the message of a ``QueryTimeout`` made by :func:`deadline_error` with what happened
+    after the deadline (other interrupts are the caller's own objects and stay untouched)."""
+    seconds = getattr(exc, "_pg_seconds", None)
+    if seconds is None:
+        return
+    exc.args = (f"{exc.args[0]}; {outcome}",)
+    exc._pg_seconds = None  # type: ignore[attr-defined]
+
+
+_CANCELLED = (
+    "it was cancelled on the server and the connection is still usable (roll back if a transaction "
+    "was open); raise the timeout if the work needs longer"
+)
+
+
+def _not_confirmed(grace: float) -> str:
+    return (
+        f"the server did not confirm the cancel within {grace:g} s (is the network down?), so the "
+        "connection was closed: open a new one (a pool replaces it by itself); "
+        "PSYCOGREEN_CANCEL_GRACE or psycogreen.set_cancel_grace() waits longer"
     )
 
 
@@ -147,7 +193,9 @@ def _interrupted(
     fd: int,
     events: int,
 ) -> Any:
-    grace = state.cancel_grace
+    """Cancel, drain and deliver ``exc``: everything within the cancel grace, so that a dead network
+    costs the caller at most the grace after its deadline (then the connection is closed)."""
+    grace = _deadline.cancel_grace()
     grace_end = _monotonic() + grace
     if control is not None:
         control.interrupt = exc
@@ -177,18 +225,18 @@ def _interrupted(
     except _GraceExpired:
         gen.close()
         logger.warning(
-            "the server did not confirm the cancel within %.1f s after %r; closing the connection",
+            "the server did not confirm the cancel within %g s after %r; closing the connection",
             grace,
             exc,
         )
-        failure = psycopg2.OperationalError(
-            f"the server did not confirm the cancel within {grace:g} s (is the network down?); "
-            "the connection was closed; set PSYCOGREEN_CANCEL_GRACE to wait longer"
-        )
+        failure = psycopg2.OperationalError(f"{_not_confirmed(grace)} (after {type(exc).__name__})")
+        _settle(exc, _not_confirmed(grace))
     except psycopg2.Error as e:
         failure = e  # the conversation broke while draining
+        _settle(exc, f"the connection failed while the statement was being cancelled: {_first_line(e)}")
     try:
         if failure is None:
+            _settle(exc, _CANCELLED)
             if keep:
                 conn._pg_pending = exc
                 return None
@@ -207,6 +255,11 @@ def _interrupted(
         del exc, failure
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class _GraceExpired(Exception):
     pass
 
@@ -223,11 +276,15 @@ def _close_quietly(conn: Any) -> None:
 def cancel(conn: Any, waiter: Optional[Waiter] = None, deadline: Optional[float] = None) -> None:
     """Cancel the statement running on ``conn`` without blocking the hub/loop.
 
-    libpq >= 17: the non-blocking cancel protocol, driven by the waiter. Older libpq: the blocking
-    ``PQcancel`` in the framework's native thread pool, with the GIL released.
+    libpq >= 17: the non-blocking cancel protocol, driven by the waiter. Older libpq (or
+    ``PSYCOGREEN_CANCEL=thread``): the blocking ``PQcancel`` in a native thread, with the GIL released.
+    Either way the caller gets control back by ``deadline`` (default: the cancel grace from now):
+    a cancel that cannot reach the server raises ``OperationalError`` then.
     """
     if waiter is None:
         waiter = current_waiter()
+    if deadline is None:
+        deadline = _monotonic() + _deadline.cancel_grace()
     try:
         ptr = _libpq.pgconn(conn)
     except psycopg2.Error:
@@ -237,9 +294,9 @@ def cancel(conn: Any, waiter: Optional[Waiter] = None, deadline: Optional[float]
         try:
             fd, events = next(gen)
             while True:
-                remaining = None if deadline is None else deadline - _monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise psycopg2.OperationalError("cancel request timed out")
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    raise _cancel_timed_out()
                 try:
                     ready = waiter.wait_fd(fd, events, remaining, True)
                 except BaseException:  # noqa: BLE001 - shielded: finish sending the cancel
@@ -251,12 +308,86 @@ def cancel(conn: Any, waiter: Optional[Waiter] = None, deadline: Optional[float]
         finally:
             gen.close()
     else:
+        _cancel_in_thread(cancel_handle(ptr), waiter, deadline)
+
+
+def _cancel_timed_out() -> psycopg2.OperationalError:
+    return psycopg2.OperationalError(
+        "the cancel request got no answer from the server in time (is the network down?)"
+    )
+
+
+def _cancel_in_thread(handle: int, waiter: Waiter, deadline: float) -> None:
+    """Send a cancel with the blocking ``PQcancel`` in a native thread of its own and wait for it
+    cooperatively, at most until ``deadline``.
+
+    libpq < 17's ``PQcancel`` has no time limit: on a dead network it returns when TCP gives up
+    (bounded only by the connection's ``keepalives*``/``tcp_user_timeout``). A pool thread stuck
+    there would be lost to the pool, and waiting for it would hang the caller; so the thread is our
+    own, it owns the cancel handle (independent of the connection, which may be closed meanwhile)
+    and the write end of a pipe it signals on, and the caller stops waiting at the deadline.
+    """
+    r, w = os.pipe()
+    outcome: list[Optional[str]] = []
+
+    def run() -> None:
         try:
-            waiter.run_in_thread(cancel_blocking, ptr)
-        except psycopg2.Error:
-            raise
-        except BaseException as e:  # noqa: BLE001
-            logger.debug("interrupted while sending a cancel: %r", e)
+            outcome.append(send_cancel(handle))
+        except BaseException as e:  # noqa: BLE001 - reported to the waiting side
+            outcome.append(f"cancel request failed: {e!r}")
+        finally:
+            try:
+                _raw_write(w, b"x")
+            except OSError:  # the waiting side gave up and closed its end
+                pass
+            _raw_close(w)
+
+    try:
+        _start_native_thread(run)
+    except BaseException:
+        _raw_close(w)
+        os.close(r)
+        raise
+    try:
+        while not outcome:
+            remaining = deadline - _monotonic()
+            if remaining <= 0:
+                logger.debug("PQcancel still blocked in its thread at the deadline; not waiting for it")
+                raise _cancel_timed_out()
+            try:
+                waiter.wait_fd(r, READ, remaining, True)
+            except BaseException:  # noqa: BLE001 - shielded: the cancel is on its way
+                continue
+    finally:
+        waiter.forget_fd(r)
+        os.close(r)
+    if outcome[0] is not None:
+        raise psycopg2.OperationalError(outcome[0])
+
+
+try:  # os.write may be monkey-patched (eventlet); the thread writes with the real system call
+    from posix import close as _raw_close
+    from posix import write as _raw_write
+except ImportError:  # pragma: no cover - not POSIX
+    _raw_close, _raw_write = os.close, os.write
+
+
+def _start_native_thread(fn: Callable[[], None]) -> None:
+    """Start ``fn`` in a real OS thread, even where gevent/eventlet patched ``_thread``."""
+    start: Any = None
+    if "gevent.monkey" in sys.modules:
+        from gevent import monkey
+
+        start = monkey.get_original("_thread", "start_new_thread")
+    elif "eventlet.patcher" in sys.modules:
+        from eventlet import patcher
+
+        start = patcher.original("_thread").start_new_thread
+    if start is None:
+        import _thread
+
+        start = _thread.start_new_thread
+    start(fn, ())
 
 
 def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
@@ -341,12 +472,37 @@ def _connect_wait(conn: Any, connecting: _deadline.ConnectDeadline, waiter: Wait
                 if not ready:
                     if by_timeout:
                         assert limit is not None
-                        raise deadline_error(limit[1])
+                        raise connect_deadline_error(limit[1], connecting.target)
                     raise psycopg2.OperationalError(
                         f"connection to {connecting.target} failed: timeout expired\n"
                     )
             fd, events = gen.send(ready)
     except StopIteration:
         return
+    except psycopg2.OperationalError as e:
+        failed = str(e)
+        if _is_timeout(e) or failed.startswith("connection to "):
+            raise
     finally:
         gen.close()
+    # Raised outside the except block: no context chain keeps the failed connection alive.
+    raise psycopg2.OperationalError(f"connection to {_failed_target(conn, connecting)} failed: {failed}")
+
+
+def _failed_target(conn: Any, connecting: _deadline.ConnectDeadline) -> str:
+    """How blocking libpq names the server in a failed attempt's message. libpq's non-blocking connect
+    (green mode) leaves the prefix out of the errors it detects after the first poll (refused, server
+    errors such as a bad password or an unknown database), so psycogreen adds it back."""
+    if connecting.target != _NO_DEADLINE.target:
+        return connecting.target
+    from ._connect import _target
+
+    try:
+        info = conn.info
+        host, port = info.host or "", str(info.port or "")
+        addr = getattr(info, "hostaddr", None) or None
+    except psycopg2.Error:
+        return "server"
+    if not host or not port:
+        return "server"
+    return _target(host, addr, port)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import psycopg2
 from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
@@ -69,18 +69,36 @@ def cancel_blocking(pgconn_ptr: int) -> None:
 
     ctypes releases the GIL for the call, unlike psycopg2's own ``connection.cancel()``.
     """
-    lib = _libpq.lib
-    handle = lib.PQgetCancel(pgconn_ptr)
+    error = send_cancel(cancel_handle(pgconn_ptr))
+    if error is not None:
+        raise psycopg2.OperationalError(error)
+
+
+def cancel_handle(pgconn_ptr: int) -> int:
+    """libpq's ``PGcancel`` for a connection: a copy of what a cancel request needs (address, backend
+    key), independent of the connection from then on — so a thread may still be sending the cancel
+    after the connection itself was closed. Free it with :func:`send_cancel`."""
+    handle: int = _libpq.lib.PQgetCancel(pgconn_ptr)
     if not handle:
         raise psycopg2.OperationalError("cannot cancel: the connection is not open")
-    try:
-        import ctypes
+    return handle
 
+
+def send_cancel(handle: int) -> Optional[str]:
+    """Send the cancel request of ``handle`` with the blocking ``PQcancel`` and free the handle.
+
+    Return None on success, else libpq's error message. libpq gives ``PQcancel`` no time limit of its
+    own (only the connection's ``keepalives*`` and ``tcp_user_timeout`` settings reach its socket),
+    so on a dead network this call returns only when TCP gives up: run it where that cannot hurt.
+    """
+    import ctypes
+
+    lib = _libpq.lib
+    try:
         buf = ctypes.create_string_buffer(256)
-        if not lib.PQcancel(handle, buf, 256):
-            raise psycopg2.OperationalError(
-                "cancel request failed: " + buf.value.decode("utf-8", "replace").strip()
-            )
+        if lib.PQcancel(handle, buf, 256):
+            return None
+        return "cancel request failed: " + buf.value.decode("utf-8", "replace").strip()
     finally:
         lib.PQfreeCancel(handle)
 

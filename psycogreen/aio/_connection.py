@@ -13,19 +13,15 @@ import inspect
 from types import TracebackType
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
 
-import anyio
 import psycopg2
 
 from .._patch import patch, patched
 from .._waiters.bridge import _await, call, call_shielded, forget_fd
-from ..errors import ConcurrentUseError
 
 __all__ = ["AsyncConnection", "AsyncCursor", "connect", "run_sync"]
 
 T = TypeVar("T")
 _END: Any = object()
-#: How long ``close()`` waits for another task's cancelled call to end.
-_CLOSE_GRACE = 5.0
 
 
 def _ensure_patched() -> None:
@@ -196,21 +192,14 @@ class AsyncConnection:
 
     async def close(self) -> None:
         """Close the connection. If another task is running a statement on it, that statement is
-        cancelled first (that task gets ``QueryCanceledError``): psycopg2 holds the connection's
-        lock for the whole call, so closing under it would deadlock the loop."""
+        cancelled first and that task's call ends with an ``OperationalError`` saying the connection
+        was closed; on a dead network its socket is shut down after the cancel grace. psycopg2
+        holds the connection's lock for the whole call, so closing under it would freeze the loop."""
         raw = self.raw
         if getattr(raw, "_pg_owner", None) is not None and not raw.closed:
-            from .. import _wait
+            from .._connection import stop_other_user
 
-            await call(_wait.cancel, raw)
-            with anyio.move_on_after(_CLOSE_GRACE):
-                while raw._pg_owner is not None:
-                    await anyio.sleep(0.005)
-            if raw._pg_owner is not None:
-                raise ConcurrentUseError(
-                    f"cannot close the connection: another task is still inside a call on it "
-                    f"{_CLOSE_GRACE:g} s after cancelling its statement; cancel that task first"
-                )
+            await call(stop_other_user, raw)
         if not raw.closed:
             try:
                 forget_fd(raw.fileno())
