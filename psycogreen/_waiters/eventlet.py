@@ -90,4 +90,9 @@ class EventletWaiter:
         return gthreading.RLock()
 
     def forget_fd(self, fd: int) -> None:
-        pass
+        """eventlet keeps nothing per fd between waits (listeners are removed after each), so only a
+        listener still registered matters: a green thread parked on a socket that is gone. eventlet's
+        own answer for a recycled fd number, ``mark_as_reopened``, wakes it with ``IOClosed``."""
+        hub = get_hub()
+        if fd in hub.listeners[hub.READ] or fd in hub.listeners[hub.WRITE]:
+            hub.mark_as_reopened(fd)
