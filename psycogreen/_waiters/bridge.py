@@ -168,6 +168,8 @@ _EPOLL_MASKS = {
     READ | WRITE: _EPOLLIN | _EPOLLOUT | getattr(select, "EPOLLONESHOT", 0),
 }
 
+_BATCH = 64
+
 
 class _EpollHub:
     """Sockets watched through an epoll instance of our own: the loop watches only its fd.
@@ -220,15 +222,20 @@ class _EpollHub:
 
     def _dispatch(self) -> None:
         waits = self.waits
-        for fd, ev in self.ep.poll(0):
-            w = waits.pop(fd, None)
-            if w is None:
-                continue
-            fut, events = w
-            if not fut.done():
-                # An error or hang-up (EPOLLERR/EPOLLHUP) counts as ready: libpq reads what happened.
-                got = (READ if ev & _EPOLLIN else 0) | (WRITE if ev & _EPOLLOUT else 0)
-                fut.set_result(got & events or events)
+        while True:
+            # A small batch: epoll.poll() would otherwise allocate room for 1023 events per call.
+            ready = self.ep.poll(0, _BATCH)
+            for fd, ev in ready:
+                w = waits.pop(fd, None)
+                if w is None:
+                    continue
+                fut, events = w
+                if not fut.done():
+                    # An error or hang-up (EPOLLERR/EPOLLHUP) counts as ready: libpq reads it.
+                    got = (READ if ev & _EPOLLIN else 0) | (WRITE if ev & _EPOLLOUT else 0)
+                    fut.set_result(got & events or events)
+            if len(ready) < _BATCH:
+                return
 
     def forget(self, fd: int) -> None:
         """``fd``'s socket is closing, closed or new: drop its registration, and wake a task still
