@@ -9,7 +9,8 @@ cancellation, say) into the greenlet, where :func:`psycogreen._wait.drive` handl
 interrupt: cancel on the server, drain, re-raise. Two kinds of request cross the bridge:
 
 - a tuple ``(fd, events, timeout, shield)``: wait for a socket, the hot path, served without any
-  allocation beyond one future on asyncio (``loop.add_reader``) and with anyio on trio;
+  allocation beyond one future on asyncio and uvloop (through the bridge's own epoll, whose fd is
+  the only one the loop watches: see :class:`_EpollHub`) and with anyio on trio;
 - an awaitable (``sleep``, ``Event.wait``, ``run_in_thread``, name resolution): awaited as is.
 
 Idle greenlets are kept per thread and reused: a call costs two greenlet switches plus one per wait.
@@ -281,7 +282,9 @@ _HAS_EPOLL = hasattr(select, "epoll") and not os.environ.get("PSYCOGREEN_BRIDGE_
 
 
 class _ReadWatch:
-    """A reader kept registered on an asyncio loop between the waits for one socket.
+    """Where there is no epoll (not Linux): a reader kept registered on the loop between the waits
+    for one socket. psycogreen forgets it on every close path and for every new socket
+    (``forget_fd``), which is all that keeps it correct; on Linux :class:`_EpollHub` is used.
 
     Registering and unregistering a reader for every query costs two ``epoll_ctl`` calls and the
     selector's bookkeeping, a fifth of a point-select's cost. The socket of a connection at rest is
