@@ -91,8 +91,15 @@ class EventletWaiter:
 
     def forget_fd(self, fd: int) -> None:
         """eventlet keeps nothing per fd between waits (listeners are removed after each), so only a
-        listener still registered matters: a green thread parked on a socket that is gone. eventlet's
-        own answer for a recycled fd number, ``mark_as_reopened``, wakes it with ``IOClosed``."""
+        listener still registered matters: a green thread parked on a socket that is closing or
+        gone. Wake it as if the socket were ready, so libpq finds out what happened (the same as
+        the gevent waiter does), instead of leaving it parked forever."""
         hub = get_hub()
-        if fd in hub.listeners[hub.READ] or fd in hub.listeners[hub.WRITE]:
-            hub.mark_as_reopened(fd)
+        for bucket in (hub.listeners[hub.READ], hub.listeners[hub.WRITE]):
+            listener = bucket.get(fd)
+            while listener is not None:
+                callback = listener.cb
+                hub.remove(listener)  # promotes a secondary listener of the same fd, if any
+                listener.spent = True  # the waiter's own remove() in its finally is then a no-op
+                hub.schedule_call_global(0, callback, fd)
+                listener = bucket.get(fd)
