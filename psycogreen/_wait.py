@@ -291,8 +291,10 @@ def cancel(conn: Any, waiter: Optional[Waiter] = None, deadline: Optional[float]
         return
     if _libpq.HAS_NONBLOCKING_CANCEL:
         gen = cancel_nonblocking(ptr)
+        fd = -1
         try:
             fd, events = next(gen)
+            waiter.forget_fd(fd)  # the cancel's own new socket: see _adopt()
             while True:
                 remaining = deadline - _monotonic()
                 if remaining <= 0:
@@ -306,6 +308,8 @@ def cancel(conn: Any, waiter: Optional[Waiter] = None, deadline: Optional[float]
         except StopIteration:
             return
         finally:
+            if fd >= 0:
+                waiter.forget_fd(fd)  # closed by gen.close(): nothing may stay cached for it
             gen.close()
     else:
         _cancel_in_thread(cancel_handle(ptr), waiter, deadline)
@@ -453,7 +457,11 @@ _NO_DEADLINE = _deadline.ConnectDeadline(None, "server")
 def _connect_wait(conn: Any, connecting: _deadline.ConnectDeadline, waiter: Waiter) -> None:
     """Wait while connecting. There is nothing to cancel yet, so an interrupt simply propagates and
     psycopg2 closes the half-open connection. The deadline is the earlier of connect_timeout and
-    timeout(). Exceptions are built at the raise so no frame keeps one alive (and with it the socket)."""
+    timeout(). Exceptions are built at the raise so no frame keeps one alive (and with it the socket).
+
+    Every socket libpq opens is first seen here, so this is where the waiter is told to forget what
+    it cached for that fd number (see :func:`_adopt`); and when the attempt fails, the socket
+    psycopg2 is about to close is forgotten too."""
     deadline = connecting.deadline
     limit = _deadline._op_deadline.get()
     by_timeout = limit is not None and (deadline is None or limit[0] < deadline)
@@ -461,9 +469,11 @@ def _connect_wait(conn: Any, connecting: _deadline.ConnectDeadline, waiter: Wait
         assert limit is not None
         deadline = limit[0]
     gen = poll_conn(conn)
+    sock: Optional[tuple[int, object]] = None
     try:
         fd, events = next(gen)
         while True:
+            sock = _adopt(waiter, fd, sock)
             if deadline is None:
                 ready = waiter.wait_fd(fd, events)
             else:
@@ -479,7 +489,11 @@ def _connect_wait(conn: Any, connecting: _deadline.ConnectDeadline, waiter: Wait
             fd, events = gen.send(ready)
     except StopIteration:
         return
-    except psycopg2.OperationalError as e:
+    except BaseException as e:
+        if sock is not None:
+            waiter.forget_fd(sock[0])  # the attempt failed: its socket is (about to be) closed
+        if not isinstance(e, psycopg2.OperationalError):
+            raise
         failed = str(e)
         if _is_timeout(e) or failed.startswith("connection to "):
             raise
@@ -506,3 +520,33 @@ def _failed_target(conn: Any, connecting: _deadline.ConnectDeadline) -> str:
     if not host or not port:
         return "server"
     return _target(host, addr, port)
+
+
+def _socket_identity(fd: int) -> object:
+    """What tells two sockets with the same fd number apart (device and inode of the socket)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _adopt(waiter: Waiter, fd: int, known: Optional[tuple[int, object]]) -> tuple[int, object]:
+    """Note the socket a connect is waiting on; on a socket not seen before, make the waiter forget
+    its fd number.
+
+    The OS hands out the lowest free fd number, so a new socket very often gets the number of one
+    just closed: by a refused attempt, by libpq moving on to the next host or address inside
+    ``PQconnectPoll`` (the number may even stay the same), by a connection dropped by the garbage
+    collector. Whatever a waiter cached for that number (a gevent watcher, a loop reader) belongs to
+    the dead socket. Sockets are born only here and in a cancel, so checking here costs the
+    per-query path nothing; the ``fstat`` runs once per connect wait.
+    """
+    ident = _socket_identity(fd)
+    if known is not None:
+        if known[0] == fd and known[1] == ident:
+            return known
+        if known[0] != fd:
+            waiter.forget_fd(known[0])  # libpq closed the previous attempt's socket
+    waiter.forget_fd(fd)
+    return (fd, ident)

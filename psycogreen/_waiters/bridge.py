@@ -9,7 +9,8 @@ cancellation, say) into the greenlet, where :func:`psycogreen._wait.drive` handl
 interrupt: cancel on the server, drain, re-raise. Two kinds of request cross the bridge:
 
 - a tuple ``(fd, events, timeout, shield)``: wait for a socket, the hot path, served without any
-  allocation beyond one future on asyncio (``loop.add_reader``) and with anyio on trio;
+  allocation beyond one future on asyncio and uvloop (through the bridge's own epoll, whose fd is
+  the only one the loop watches: see :class:`_EpollHub`) and with anyio on trio;
 - an awaitable (``sleep``, ``Event.wait``, ``run_in_thread``, name resolution): awaited as is.
 
 Idle greenlets are kept per thread and reused: a call costs two greenlet switches plus one per wait.
@@ -26,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import threading
+import weakref
 from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 import anyio
@@ -85,6 +88,8 @@ class _Local(threading.local):
         self.idle: list[BridgeGreenlet] = []
         self.loop: Any = None
         self.fds: dict[int, _ReadWatch] = {}
+        self.hub: Optional[_EpollHub] = None
+        self.hubs: weakref.WeakKeyDictionary[Any, _EpollHub] = weakref.WeakKeyDictionary()
 
 
 _local = _Local()
@@ -156,8 +161,130 @@ def _wake(fut: asyncio.Future[int], events: int) -> None:
         fut.set_result(events)
 
 
+_EPOLLIN = getattr(select, "EPOLLIN", 0)
+_EPOLLOUT = getattr(select, "EPOLLOUT", 0)
+_EPOLL_MASKS = {
+    READ: _EPOLLIN | getattr(select, "EPOLLONESHOT", 0),
+    WRITE: _EPOLLOUT | getattr(select, "EPOLLONESHOT", 0),
+    READ | WRITE: _EPOLLIN | _EPOLLOUT | getattr(select, "EPOLLONESHOT", 0),
+}
+
+_BATCH = 64
+
+
+class _EpollHub:
+    """Sockets watched through an epoll instance of our own: the loop watches only its fd.
+
+    Registering libpq's sockets with the loop itself cannot be made safe, because libpq opens and
+    closes them behind the loop's back (a refused attempt, the next host, a connection broken by
+    ``pg_terminate_backend``, one dropped by the garbage collector), and the loops keep state per fd
+    number. On uvloop an error on a watched socket makes libuv close the poll handle *without*
+    calling back (the waiting task hangs forever), the closed handle stays in uvloop's table (every
+    later ``add_reader``/``add_writer`` of that number fails with "unable to perform operation on
+    <UVPoll closed=True>"), and removing a handle whose number was already reused deletes the new
+    socket's kernel registration. On asyncio the selector keeps a closed socket's key, so the next
+    socket with that number fails to register (``FileNotFoundError``), whoever owns it.
+
+    Our own epoll has none of this: an error is reported as readiness (libpq then reads the error),
+    a closed socket leaves it by itself, a reused number is simply registered again (``EPOLL_CTL_MOD``
+    answers ENOENT), and the epoll fd the loop watches is never closed under it. Registrations are
+    one-shot, so a socket at rest (a NOTIFY, a server closing an idle connection) never wakes the
+    loop; each wait costs one ``epoll_ctl`` and each wake-up one ``epoll_wait(0)`` for all sockets
+    ready at once.
+    """
+
+    __slots__ = ("ep", "loop", "waits")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = weakref.ref(loop)  # the hub is kept per loop, weakly: it must not keep it alive
+        self.ep = select.epoll()
+        self.waits: dict[int, tuple[asyncio.Future[int], int]] = {}
+        loop.add_reader(self.ep.fileno(), self._dispatch)
+
+    def arm(self, fd: int, events: int, fut: asyncio.Future[int]) -> None:
+        """Resolve ``fut`` with the ready events when ``fd`` is ready for ``events`` (once)."""
+        mask = _EPOLL_MASKS[events]
+        try:
+            try:
+                self.ep.modify(fd, mask)
+            except FileNotFoundError:  # not registered: a new socket, or a number reused
+                self.ep.register(fd, mask)
+        except OSError:  # a closed fd: let libpq find out at once rather than wait on nothing
+            fut.set_result(events)
+            return
+        self.waits[fd] = (fut, events)
+
+    def disarm(self, fd: int, fut: asyncio.Future[int]) -> None:
+        """The wait for ``fut`` is over (woken, timed out, cancelled). A one-shot registration left
+        armed fires at most once more, into nothing."""
+        w = self.waits.get(fd)
+        if w is not None and w[0] is fut:
+            del self.waits[fd]
+
+    def _dispatch(self) -> None:
+        waits = self.waits
+        while True:
+            # A small batch: epoll.poll() would otherwise allocate room for 1023 events per call.
+            ready = self.ep.poll(0, _BATCH)
+            for fd, ev in ready:
+                w = waits.pop(fd, None)
+                if w is None:
+                    continue
+                fut, events = w
+                if not fut.done():
+                    # An error or hang-up (EPOLLERR/EPOLLHUP) counts as ready: libpq reads it.
+                    got = (READ if ev & _EPOLLIN else 0) | (WRITE if ev & _EPOLLOUT else 0)
+                    fut.set_result(got & events or events)
+            if len(ready) < _BATCH:
+                return
+
+    def forget(self, fd: int) -> None:
+        """``fd``'s socket is closing, closed or new: drop its registration, and wake a task still
+        waiting on it (it would wait forever otherwise)."""
+        w = self.waits.pop(fd, None)
+        if w is not None and not w[0].done():
+            w[0].set_result(w[1])
+        try:
+            self.ep.unregister(fd)
+        except (OSError, ValueError):  # not registered, or already closed: nothing to undo
+            pass
+
+    def close(self) -> None:
+        loop = self.loop()
+        if loop is not None:
+            try:
+                loop.remove_reader(self.ep.fileno())
+            except (OSError, ValueError, RuntimeError):  # the loop is closed already
+                pass
+        self.ep.close()
+
+
+def _use_loop(loop: asyncio.AbstractEventLoop) -> Optional[_EpollHub]:
+    """Switch this thread's bookkeeping to ``loop`` (a new ``asyncio.run``, or another loop run in
+    turn) and return its epoll hub (None where there is no epoll: the loop's own readers are then
+    used, see :class:`_ReadWatch`). The hubs of loops that were closed are closed too."""
+    local = _local
+    local.loop = loop
+    local.fds = {}
+    if not _HAS_EPOLL:
+        return None
+    hubs = local.hubs
+    for lp in [lp for lp in hubs if lp.is_closed()]:
+        hubs.pop(lp).close()
+    hub = hubs.get(loop)
+    if hub is None:
+        hub = hubs[loop] = _EpollHub(loop)
+    local.hub = hub
+    return hub
+
+
+_HAS_EPOLL = hasattr(select, "epoll") and not os.environ.get("PSYCOGREEN_BRIDGE_NO_EPOLL")
+
+
 class _ReadWatch:
-    """A reader kept registered on an asyncio loop between the waits for one socket.
+    """Where there is no epoll (not Linux): a reader kept registered on the loop between the waits
+    for one socket. psycogreen forgets it on every close path and for every new socket
+    (``forget_fd``), which is all that keeps it correct; on Linux :class:`_EpollHub` is used.
 
     Registering and unregistering a reader for every query costs two ``epoll_ctl`` calls and the
     selector's bookkeeping, a fifth of a point-select's cost. The socket of a connection at rest is
@@ -208,11 +335,7 @@ def _ino(fd: int) -> int:
 
 
 def _read_watch(loop: asyncio.AbstractEventLoop, fd: int) -> _ReadWatch:
-    local = _local
-    if local.loop is not loop:
-        local.loop = loop
-        local.fds = {}
-    fds = local.fds
+    fds = _local.fds
     ino = _ino(fd)
     w = fds.get(fd)
     if w is None or w.ino != ino:
@@ -223,7 +346,11 @@ def _read_watch(loop: asyncio.AbstractEventLoop, fd: int) -> _ReadWatch:
 
 
 def forget_fd(fd: int) -> None:
-    """Stop watching ``fd`` on this thread's loop: its socket is about to be closed."""
+    """Stop watching ``fd`` on this thread's loop: its socket is closing, was closed, or is new
+    (see ``psycogreen._wait._adopt``); a task still waiting on it is woken."""
+    hub = _local.hub
+    if hub is not None:
+        hub.forget(fd)
     w = _local.fds.get(fd)
     if w is not None:
         w.close()
@@ -240,6 +367,7 @@ async def _call_asyncio(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: A
 
 async def _drive_asyncio(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any, shield: bool) -> Any:
     loop = asyncio.get_running_loop()
+    hub = _local.hub if _local.loop is loop else _use_loop(loop)
     g = _take()
     deferred: Optional[BaseException] = None  # a cancellation held back by a shield
     req = g.switch(fn, args, kwargs)
@@ -250,11 +378,22 @@ async def _drive_asyncio(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: 
             if req.__class__ is tuple:
                 fd, events, timeout, shielded = req
                 if shielded or shield:
-                    ready, cancel = await _wait_asyncio_shielded(loop, fd, events, timeout)
+                    ready, cancel = await _wait_asyncio_shielded(loop, hub, fd, events, timeout)
                     deferred = cancel or deferred
                     req = g.switch(ready)
                     continue
                 fut = loop.create_future()
+                if hub is not None:
+                    hub.arm(fd, events, fut)
+                    timer = None if timeout is None else loop.call_later(max(timeout, 0.0), _wake, fut, 0)
+                    try:
+                        ready = await fut
+                    finally:
+                        hub.disarm(fd, fut)
+                        if timer is not None:
+                            timer.cancel()
+                    req = g.switch(ready)
+                    continue
                 watch = None
                 if events & READ:
                     watch = _read_watch(loop, fd)
@@ -309,11 +448,30 @@ async def _await_shielded(aw: Any) -> tuple[Any, Optional[BaseException]]:
 
 
 async def _wait_asyncio_shielded(
-    loop: asyncio.AbstractEventLoop, fd: int, events: int, timeout: Optional[float]
+    loop: asyncio.AbstractEventLoop,
+    hub: Optional[_EpollHub],
+    fd: int,
+    events: int,
+    timeout: Optional[float],
 ) -> tuple[int, Optional[BaseException]]:
     """A wait that cancellation cannot cut short: (ready events, a cancellation that arrived)."""
     deadline = None if timeout is None else loop.time() + max(timeout, 0.0)
     cancel: Optional[BaseException] = None
+    if hub is not None:
+        with anyio.CancelScope(shield=True):
+            while True:
+                fut = loop.create_future()
+                hub.arm(fd, events, fut)
+                timer = None if deadline is None else loop.call_at(deadline, _wake, fut, 0)
+                try:
+                    return await fut, cancel
+                except _CancelledError as e:
+                    cancel = e
+                finally:
+                    hub.disarm(fd, fut)
+                    if timer is not None:
+                        timer.cancel()
+        return 0, cancel  # only if the scope swallowed an exception: report "not ready"
     # The connection's own socket keeps its watch; others (the cancel connection's) are watched
     # for this wait only.
     watch = _local.fds.get(fd) if events & READ and _local.loop is loop else None

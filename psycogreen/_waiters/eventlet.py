@@ -90,4 +90,16 @@ class EventletWaiter:
         return gthreading.RLock()
 
     def forget_fd(self, fd: int) -> None:
-        pass
+        """eventlet keeps nothing per fd between waits (listeners are removed after each), so only a
+        listener still registered matters: a green thread parked on a socket that is closing or
+        gone. Wake it as if the socket were ready, so libpq finds out what happened (the same as
+        the gevent waiter does), instead of leaving it parked forever."""
+        hub = get_hub()
+        for bucket in (hub.listeners[hub.READ], hub.listeners[hub.WRITE]):
+            listener = bucket.get(fd)
+            while listener is not None:
+                callback = listener.cb
+                hub.remove(listener)  # promotes a secondary listener of the same fd, if any
+                listener.spent = True  # the waiter's own remove() in its finally is then a no-op
+                hub.schedule_call_global(0, callback, fd)
+                listener = bucket.get(fd)

@@ -3,7 +3,14 @@
 ``gevent.socket.wait_read()`` creates and closes a watcher on every call (and wraps it in a Waiter);
 on the per-query hot path that is half the cost of waiting. Here each (fd, events) pair gets one io
 watcher per hub, kept until the connection closes, and the greenlet switches to the hub directly.
-An fd number reused by a later connection reuses the stopped watcher, which libev/libuv handle.
+
+A cached watcher must never outlive its socket: libev keeps its own record of what it registered
+for an fd number, and a watcher started again after its socket was closed and the number reused by
+a new socket is never reported (the process waits forever, or until connect_timeout). So
+:meth:`GeventWaiter.forget_fd` closes the watchers of an fd number, and psycogreen calls it on every
+path where a socket ends or is born: ``close()``, a failed connect attempt, and every new socket
+seen while connecting or cancelling (see ``psycogreen._wait._adopt``), which also covers sockets
+closed behind our back (garbage collection, a broken connection). The per-query path pays nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import gevent.event
 import gevent.lock
 import gevent.socket
 from gevent import getcurrent
+from gevent._hub_local import get_hub_if_exists
 from gevent.hub import get_hub
 
 from .._core import READ_WRITE
@@ -88,11 +96,25 @@ class GeventWaiter:
         return gevent.lock.RLock()
 
     def forget_fd(self, fd: int) -> None:
-        hub = get_hub()
+        """Drop the watchers cached for ``fd``: its socket is closing, closed, or newly created."""
+        hub = get_hub_if_exists()  # never create a hub for this (a finalizer may run in any thread)
         cache = getattr(hub, "psycogreen_watchers", None)
         if not cache:
             return
         for events in (1, 2, 3):
             watcher = cache.pop((fd << 2) | events, None)
             if watcher is not None:
-                watcher.close()
+                _retire(hub, watcher, events)
+
+
+def _retire(hub: Any, watcher: Any, events: int) -> None:
+    """Close a cached watcher. One still started has a greenlet parked on it (its socket was closed
+    under it): wake that greenlet with the events, so libpq finds out, rather than leave it parked
+    forever; the waiter's own ``finally`` then stops the watcher, which is closed by gevent later."""
+    if not watcher.active:
+        watcher.close()
+        return
+    callback = watcher.callback
+    watcher.stop()
+    if callback is not None:
+        hub.loop.run_callback(callback, events)

@@ -181,6 +181,103 @@ class PostgresServer:
         self.stop(mode)
         self.start()
 
+    # -- replication --------------------------------------------------------------------------
+    def make_standby(self, synchronous: bool = True, timeout: float = 60.0) -> PostgresServer:
+        """A streaming standby of this (running) server, started on a port of its own.
+
+        ``pg_basebackup -R`` copies the cluster and writes the standby settings; the copy gets its
+        own port and socket directory. With ``synchronous`` (the default), this server is then set
+        to ``synchronous_commit = on`` with ``synchronous_standby_names = '*'``: a commit is only
+        acknowledged once the standby has it, so a promoted standby holds every commit a client
+        saw succeed. Destroy the standby before this server (it has its own temporary directory).
+        Raises RuntimeError when ``pg_basebackup`` is missing or fails.
+        """
+        basebackup = os.path.join(self.bindir, "pg_basebackup")
+        if not os.path.exists(basebackup):
+            found = shutil.which("pg_basebackup")
+            if not found:
+                raise RuntimeError("pg_basebackup not found (install the PostgreSQL client tools)")
+            basebackup = found
+        standby = PostgresServer(self.bindir)
+        os.makedirs(standby.sockdir, exist_ok=True)
+        if standby.user:
+            ent = pwd.getpwnam(standby.user)
+            for path in (standby.base, standby.sockdir):
+                os.chown(path, ent.pw_uid, ent.pw_gid)
+            os.chmod(standby.base, 0o755)
+        try:
+            standby._run(
+                basebackup,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-D",
+                standby.datadir,
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            )
+        except subprocess.CalledProcessError as e:
+            shutil.rmtree(standby.base, ignore_errors=True)
+            raise RuntimeError(f"pg_basebackup failed:\n{e.stdout}\n{e.stderr}") from None
+        with open(os.path.join(standby.datadir, "postgresql.conf"), "a") as f:
+            # Later lines win: the copy's own port and socket directory, no sync standby of its own.
+            f.write(f"\nport = {standby.port}\nunix_socket_directories = '{standby.sockdir}'\n")
+            f.write("synchronous_standby_names = ''\n")
+        standby._initialised = True
+        standby.start(timeout)
+        if synchronous:
+            self.sql(
+                "alter system set synchronous_standby_names = '*'",
+                "alter system set synchronous_commit = 'on'",
+                "select pg_reload_conf()",
+            )
+            self._wait_sync_standby(timeout)
+        return standby
+
+    def promote(self, timeout: float = 60.0) -> None:
+        """Promote this standby to a primary (``pg_ctl promote``, waiting until it accepts writes)."""
+        r = self._run(
+            os.path.join(self.bindir, "pg_ctl"),
+            "-D",
+            self.datadir,
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "promote",
+            check=False,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"promotion failed ({r.stdout.strip()} {r.stderr.strip()})")
+
+    def sql(self, *statements: str) -> list[Any]:
+        """Run statements on a fresh autocommit connection (unpatched use only); the last one's rows."""
+        import psycopg2
+
+        conn = psycopg2.connect(self.dsn)
+        try:
+            conn.autocommit = True
+            cur = conn.cursor()
+            rows: list[Any] = []
+            for statement in statements:
+                cur.execute(statement)
+                rows = cur.fetchall() if cur.description else []
+            return rows
+        finally:
+            conn.close()
+
+    def _wait_sync_standby(self, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while not self.sql("select 1 from pg_stat_replication where sync_state = 'sync'"):
+            if time.monotonic() > end:
+                raise RuntimeError("the standby did not become synchronous; server log:\n" + self.log_tail())
+            time.sleep(0.05)
+
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
