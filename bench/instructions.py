@@ -43,6 +43,7 @@ class Workload(NamedTuple):
     label: str
     warmup: int
     counts: tuple[int, int]  # M1, M2
+    variant: str = ""  # "pure": psycogreen's compiled accelerator switched off
 
 
 #: Operation counts: the larger M2 - M1, the smaller start-up jitter (~0.3M instructions between two
@@ -70,8 +71,31 @@ WORKLOADS: list[Workload] = [
 ]
 
 
+#: Environment of each variant: "pure" forces the pure-Python path of psycogreen 2 (issue 13's
+#: optional ``psycogreen._speedups``; the variant is only measured when that extension exists).
+VARIANTS = {"pure": {"PSYCOGREEN_NO_EXTENSIONS": "1"}}
+
+
+def has_speedups() -> bool:
+    """Whether this checkout has psycogreen's compiled accelerator (then pure Python is measured too)."""
+    import glob
+
+    return bool(glob.glob(os.path.join(ROOT, "psycogreen", "_speedups*.so")))
+
+
+def default_workloads() -> list[Workload]:
+    """WORKLOADS, plus the pure-Python variant of psycogreen 2's gevent hot path and COPY OUT when
+    the accelerator is built (both paths are what issue 13's targets name)."""
+    out = list(WORKLOADS)
+    if has_speedups():
+        for w in WORKLOADS:
+            if w.system == "psycogreen2-gevent" and w.kind in ("point", "copy-out"):
+                out.append(w._replace(variant="pure", label=w.label + ", pure Python"))
+    return out
+
+
 def key(w: Workload) -> str:
-    return f"{w.kind}:{w.system}"
+    return f"{w.kind}:{w.system}" + (f"+{w.variant}" if w.variant else "")
 
 
 # -- arithmetic ---------------------------------------------------------------------------------
@@ -131,8 +155,8 @@ def setup(dsn: str) -> None:
     conn.close()
 
 
-def _env(system: str) -> dict[str, str]:
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONWARNINGS="ignore")
+def _env(system: str, variant: str = "") -> dict[str, str]:
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONWARNINGS="ignore", **VARIANTS.get(variant, {}))
     if system.startswith("psycogreen1"):
         env.pop("PYTHONPATH", None)  # psycogreen 1.0.2 must not see psycogreen 2
     else:
@@ -143,10 +167,12 @@ def _env(system: str) -> dict[str, str]:
 
 def count_once(w: Workload, count: int, dsn: str, python: str, tmpdir: str) -> int:
     """The client's instruction total for one run of ``w`` with ``count`` measured operations."""
-    out = os.path.join(tmpdir, f"{w.kind}.{w.system}.{count}.callgrind")
+    out = os.path.join(tmpdir, f"{key(w).replace(':', '.')}.{count}.callgrind")
     cmd = [valgrind() or "valgrind", "--tool=callgrind", "--trace-children=no", f"--callgrind-out-file={out}"]
     cmd += [python, WORKER, w.kind, w.system, "--dsn", dsn, "--warmup", str(w.warmup), "--count", str(count)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=_env(w.system), cwd=HERE)
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=900, env=_env(w.system, w.variant), cwd=HERE
+    )
     if r.returncode:
         tail = [ln for ln in r.stderr.splitlines() if not ln.startswith("==")] or [f"exit {r.returncode}"]
         raise RuntimeError(f"{w.kind} {w.system}: {tail[-1]}")
@@ -174,7 +200,7 @@ def run_all(
 ) -> dict[str, Any]:
     """{"runs": {key: [measurement per repeat]}, "labels": {key: label}}. Workloads run ``jobs`` at a
     time: the counts do not depend on load, so sharing the cores changes nothing but the wall time."""
-    workloads = WORKLOADS if workloads is None else workloads
+    workloads = default_workloads() if workloads is None else workloads
     if valgrind() is None:
         return {"error": "valgrind not found (apt-get install valgrind); instruction counts skipped"}
     setup(dsn)
@@ -192,7 +218,7 @@ def run_all(
             res = measure(w, dsn, python, sub)
             if log is not None:
                 shown = f"{res['per']:,.0f} instructions/op" if "per" in res else res["error"]
-                log(f"instructions: run {r + 1} {w.kind:8s} {w.system:24s} {shown}")
+                log(f"instructions: run {r + 1} {key(w):36s} {shown}")
             return w, res
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -249,19 +275,39 @@ def ratios(results: dict[str, Any]) -> list[tuple[str, Optional[float], str]]:
     f = lambda k: figure(results, k)  # noqa: E731
     blocking = f("point:psycopg2-blocking")
     out: list[tuple[str, Optional[float], str]] = []
-    for fw in ("gevent", "eventlet"):
-        ours, old = f(f"point:psycogreen2-{fw}"), f(f"point:psycogreen1-{fw}")
-        r = overhead_ratio(ours, blocking, old) if None not in (ours, blocking, old) else None  # type: ignore[arg-type]
-        target = "<= 1.00x pure Python, <= 0.60x accelerated" if fw == "gevent" else ""
-        out.append((f"{fw}: (psycogreen 2 - blocking) / (psycogreen 1.0.2 - blocking)", r, target))
-    for kind in ("copy-out", "copy-in"):
-        ours, base = f(f"{kind}:psycogreen2-gevent"), f(f"{kind}:psycopg2-blocking")
+    pure = "point:psycogreen2-gevent+pure" in results.get("runs", {})
+    for fw, variant in (("gevent", ""), ("gevent", "+pure"), ("eventlet", "")):
+        if variant and not pure:
+            continue
+        ours, old = f(f"point:psycogreen2-{fw}{variant}"), f(f"point:psycogreen1-{fw}")
+        r = None
+        if ours is not None and blocking is not None and old is not None:
+            r = overhead_ratio(ours, blocking, old)
+        if fw != "gevent":
+            target = ""
+        elif not pure:
+            target = "<= 1.00x pure Python, <= 0.60x accelerated"
+        else:
+            target = "<= 1.00x" if variant else "<= 0.60x"
+        name = f"{fw}{', pure Python' if variant else ''}"
+        out.append((f"{name}: (psycogreen 2 - blocking) / (psycogreen 1.0.2 - blocking)", r, target))
+    for kind, variant in (("copy-out", ""), ("copy-out", "+pure"), ("copy-in", "")):
+        if variant and not pure:
+            continue
+        ours, base = f(f"{kind}:psycogreen2-gevent{variant}"), f(f"{kind}:psycopg2-blocking")
         r = base / ours if ours and base else None
-        out.append((f"{kind.upper().replace('-', ' ')} narrow rows: blocking / psycogreen 2 (speed)", r, ""))
+        name = kind.upper().replace("-", " ") + (", pure Python" if variant else "")
+        out.append((f"{name} narrow rows: blocking / psycogreen 2 instructions per row", r, ""))
     for loop in ("asyncio", "uvloop"):
         ours, theirs = f(f"aio:psycogreen.aio-{loop}"), f(f"aio:aiopg-{loop}")
         r = ours / theirs if ours and theirs else None
-        out.append((f"psycogreen.aio / aiopg instructions per query, {loop}", r, "<= 1.15x" if loop == "uvloop" else ""))
+        out.append(
+            (
+                f"psycogreen.aio / aiopg instructions per query, {loop}",
+                r,
+                "<= 1.15x" if loop == "uvloop" else "",
+            )
+        )
     return out
 
 
@@ -289,10 +335,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--pg1-python", help="interpreter of the psycogreen 1.0.2 venv (default: bench's)")
     p.add_argument("--json", help="also write the raw results here")
     args = p.parse_args(argv)
-    workloads = WORKLOADS
+    workloads = default_workloads()
     if args.only:
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
-        workloads = [w for w in WORKLOADS if any(key(w).startswith(x) for x in wanted)]
+        workloads = [w for w in workloads if any(key(w).startswith(x) for x in wanted)]
     pg1 = args.pg1_python
     if pg1 is None and any(w.system.startswith("psycogreen1") for w in workloads):
         sys.path.insert(0, ROOT)
