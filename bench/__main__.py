@@ -393,6 +393,11 @@ def render_instructions(instr: dict[str, Any]) -> str:
             "Deterministic, unlike qps: the client process alone under `valgrind --tool=callgrind`, run",
             "with M1 and M2 operations after the same warm-up, (I2 - I1) / (M2 - M1). See *Method*.",
             "",
+            *(
+                [f"Measured {instr['when']}, {instr.get('repeat', 1)} complete run(s).", ""]
+                if "when" in instr
+                else []
+            ),
             instructions_module().render(instr),
             INSTR_END,
         ]

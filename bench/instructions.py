@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Optional
 
@@ -224,7 +225,8 @@ def run_all(
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             for w, res in pool.map(one, tasks):
                 runs[key(w)].append(res)
-    return {"runs": runs, "labels": {key(w): w.label for w in workloads}, "repeat": repeat}
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return {"runs": runs, "labels": {key(w): w.label for w in workloads}, "repeat": repeat, "when": when}
 
 
 # -- reporting ----------------------------------------------------------------------------------
@@ -297,7 +299,7 @@ def ratios(results: dict[str, Any]) -> list[tuple[str, Optional[float], str]]:
         ours, base = f(f"{kind}:psycogreen2-gevent{variant}"), f(f"{kind}:psycopg2-blocking")
         r = base / ours if ours and base else None
         name = kind.upper().replace("-", " ") + (", pure Python" if variant else "")
-        out.append((f"{name} narrow rows: blocking / psycogreen 2 instructions per row", r, ""))
+        out.append((f"{name} narrow rows: blocking / psycogreen 2 (instructions per row)", r, ""))
     for loop in ("asyncio", "uvloop"):
         ours, theirs = f(f"aio:psycogreen.aio-{loop}"), f(f"aio:aiopg-{loop}")
         r = ours / theirs if ours and theirs else None

@@ -162,7 +162,7 @@ def test_instructions_render() -> None:
     # (50k - 30k) / (46k - 30k) = 1.25; eventlet (90k - 30k) / (95k - 30k) = 0.92
     assert "| gevent: (psycogreen 2 - blocking) / (psycogreen 1.0.2 - blocking) | 1.25x |" in text
     assert "| eventlet: (psycogreen 2 - blocking) / (psycogreen 1.0.2 - blocking) | 0.92x |" in text
-    assert "| COPY OUT narrow rows: blocking / psycogreen 2 instructions per row | 0.20x |" in text
+    assert "| COPY OUT narrow rows: blocking / psycogreen 2 (instructions per row) | 0.20x |" in text
     assert "| psycogreen.aio / aiopg instructions per query, uvloop | 1.10x | <= 1.15x |" in text
     # A failed workload shows its error and the ratios that need it say n/a, without crashing.
     results["runs"]["point:psycogreen1-gevent"] = [{"error": "venv unavailable"}, {"per": 1.0}]
