@@ -200,3 +200,33 @@ def test_instructions_real_callgrind_run(dsn: str) -> None:
     (got,) = res["runs"]["point:psycopg2-blocking"]
     assert "error" not in got, got
     assert 5_000 < got["per"] < 500_000  # ~30k instructions per query on x86-64 CPython 3.11
+
+
+def test_instructions_only_rewrites_its_section(tmp_path: Any, monkeypatch: Any) -> None:
+    """``python -m bench --instructions-only``: counts (faked here) replace only their section."""
+    bench = _load("__main__")
+    instr = _load("instructions")
+    calls: list[tuple[str, Any]] = []
+
+    class Fake:
+        render = staticmethod(instr.render)
+
+        @staticmethod
+        def run_all(dsn: str, pg1: Any, repeat: int = 1, log: Any = None) -> dict[str, Any]:
+            calls.append((dsn, repeat))
+            return _instr_results(repeat)
+
+    monkeypatch.setattr(bench, "instructions_module", lambda: Fake)
+    monkeypatch.setattr(bench, "ensure_psycogreen1", lambda: None)
+    monkeypatch.setattr(bench, "HERE", str(tmp_path))  # bench/results/instructions.json goes here
+    out = tmp_path / "b.md"
+    out.write_text("qps\n\n" + bench.render_instructions({"error": "old"}) + "\n\npool\n")
+    assert (
+        bench.main(["--instructions-only", "--instructions-repeat", "2", "--dsn", "x", "--output", str(out)])
+        == 0
+    )
+    assert calls == [("x", 2)]
+    text = out.read_text()
+    assert text.startswith("qps\n\n") and text.endswith("\n\npool\n") and "old" not in text
+    assert "| psycogreen 2, gevent | 50.0k |" in text
+    assert json.loads((tmp_path / "results" / "instructions.json").read_text())["repeat"] == 2
