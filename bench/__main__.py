@@ -488,6 +488,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         help="only the instruction counts; rewrite just their section of the output",
     )
     p.add_argument("--instructions-repeat", type=int, default=1, help="measure the counts N times")
+    p.add_argument(
+        "--no-instructions",
+        action="store_true",
+        help="skip the counts even with --instructions (make bench BENCH_ARGS=--no-instructions)",
+    )
     p.add_argument("--no-write", action="store_true", help="print the report, do not touch docs/")
     p.add_argument("--output", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     p.add_argument("--list", action="store_true", help="list the systems and exit")
@@ -498,6 +503,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     args.cancel_runs = args.cancel_runs or (5 if args.quick else 30)
     conc = args.concurrency or ("1,16" if args.quick else "1,16,64")
     args.concurrency = [int(x) for x in conc.split(",")]
+    if args.no_instructions:
+        args.instructions = False
     return args
 
 

@@ -178,6 +178,8 @@ def test_instructions_section_replaced_alone() -> None:
     bench = _load("__main__")
     args = bench.parse_args(["--instructions-only", "--instructions-repeat", "2"])
     assert args.instructions_only and args.instructions_repeat == 2
+    assert bench.parse_args(["--instructions"]).instructions
+    assert not bench.parse_args(["--instructions", "--no-instructions"]).instructions  # make bench opt-out
     section = bench.render_instructions(_instr_results())
     assert section.startswith(bench.INSTR_BEGIN) and section.endswith(bench.INSTR_END)
     doc = "# B\n\nqps tables\n\n" + bench.NOTES_MARKER + "\n\nnotes\n"
