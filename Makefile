@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 bench: $(STAMP)
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench --instructions $(BENCH_ARGS)
 
 # psycopg2's own test suite: blocking vs psycogreen 2 vs psycogreen 1.0.2 (minutes; not in `test`).
 compat: $(STAMP)

@@ -10,6 +10,10 @@ Writes ``docs/benchmarks.md`` (tables and ratios) and ``docs/benchmarks.png`` (q
 ``--no-write`` only prints. The cancel benchmark (``bench/cancel_worker.py``) and the standalone
 scripts ``bench/pool_bench.py``, ``bench/copy_bench.py``, ``bench/aio_bench.py`` (when present) are
 run too and their tables included.
+
+``--instructions`` adds the deterministic figure beside qps: user-space instructions per query (per
+COPY row) counted by callgrind (``bench/instructions.py``); ``--instructions-only`` measures just
+those and rewrites only their section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -73,6 +77,16 @@ STANDALONE = [
     ("copy_bench.py", "COPY"),
     ("aio_bench.py", "asyncio and trio"),
 ]
+
+
+def instructions_module() -> Any:
+    """``bench/instructions.py``, imported whether this file runs as ``python -m bench`` or is
+    loaded by path (the tests)."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from bench import instructions
+
+    return instructions
 
 
 def log(msg: str) -> None:
@@ -288,6 +302,7 @@ def render(
     matrix: dict[str, Any],
     cancel: list[dict[str, Any]],
     extra: list[tuple[str, str]],
+    instr: Optional[dict[str, Any]] = None,
 ) -> str:
     cs = args.concurrency
     lines = [
@@ -356,10 +371,49 @@ def render(
                 f"| {res['label']} | {statistics.median(lat):.1f} ms | {max(lat):.1f} ms | "
                 f"{statistics.median(st):.1f} ms | {max(st):.1f} ms |"
             )
+    if instr is not None:
+        lines += ["", render_instructions(instr)]
     for title, body in extra:
         lines += ["", f"## {title}", "", body]
     lines += ["", NOTES_MARKER, ""]
     return "\n".join(lines)
+
+
+INSTR_BEGIN = "<!-- instructions: begin (python -m bench --instructions-only rewrites this section) -->"
+INSTR_END = "<!-- instructions: end -->"
+
+
+def render_instructions(instr: dict[str, Any]) -> str:
+    """The callgrind section, between markers so ``--instructions-only`` can replace it alone."""
+    return "\n".join(
+        [
+            INSTR_BEGIN,
+            "## User-space instructions per query (callgrind)",
+            "",
+            "Deterministic, unlike qps: the client process alone under `valgrind --tool=callgrind`, run",
+            "with M1 and M2 operations after the same warm-up, (I2 - I1) / (M2 - M1). See *Method*.",
+            "",
+            *(
+                [f"Measured {instr['when']}, {instr.get('repeat', 1)} complete run(s).", ""]
+                if "when" in instr
+                else []
+            ),
+            instructions_module().render(instr),
+            INSTR_END,
+        ]
+    )
+
+
+def replace_instructions(text: str, section: str) -> str:
+    """``text`` with its instructions section replaced by ``section`` (appended before the notes
+    marker when it has none)."""
+    if INSTR_BEGIN in text and INSTR_END in text:
+        head, rest = text.split(INSTR_BEGIN, 1)
+        return head + section + rest.split(INSTR_END, 1)[1]
+    if NOTES_MARKER in text:
+        head, tail = text.split(NOTES_MARKER, 1)
+        return head.rstrip("\n") + "\n\n" + section + "\n\n" + NOTES_MARKER + tail
+    return text.rstrip("\n") + "\n\n" + section + "\n"
 
 
 NOTES_MARKER = "<!-- notes: text below this line is kept when the benchmark rewrites this file -->"
@@ -423,6 +477,22 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--cancel-runs", type=int, help="cancel benchmark runs per system (default 30)")
     p.add_argument("--no-cancel", action="store_true", help="skip the cancel benchmark")
     p.add_argument("--no-standalone", action="store_true", help="skip pool/copy/aio scripts")
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count user-space instructions per query/row with callgrind (needs valgrind)",
+    )
+    p.add_argument(
+        "--instructions-only",
+        action="store_true",
+        help="only the instruction counts; rewrite just their section of the output",
+    )
+    p.add_argument("--instructions-repeat", type=int, default=1, help="measure the counts N times")
+    p.add_argument(
+        "--no-instructions",
+        action="store_true",
+        help="skip the counts even with --instructions (make bench BENCH_ARGS=--no-instructions)",
+    )
     p.add_argument("--no-write", action="store_true", help="print the report, do not touch docs/")
     p.add_argument("--output", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     p.add_argument("--list", action="store_true", help="list the systems and exit")
@@ -433,6 +503,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     args.cancel_runs = args.cancel_runs or (5 if args.quick else 30)
     conc = args.concurrency or ("1,16" if args.quick else "1,16,64")
     args.concurrency = [int(x) for x in conc.split(",")]
+    if args.no_instructions:
+        args.instructions = False
     return args
 
 
@@ -443,11 +515,47 @@ def rerender(args: argparse.Namespace) -> int:
     for key in ("duration", "rounds", "warmup", "scale", "cancel_runs", "concurrency", "when"):
         setattr(args, key, saved["args"].get(key, "?"))
     matrix = {s: {int(c): cell for c, cell in cells.items()} for s, cells in saved["matrix"].items()}
-    text = render(args, matrix, saved["cancel"], [tuple(x) for x in saved["extra"]])
+    text = render(
+        args, matrix, saved["cancel"], [tuple(x) for x in saved["extra"]], saved.get("instructions")
+    )
     print(text)
     if not args.no_write:
         plot(matrix, args.concurrency, os.path.join(os.path.dirname(args.output), "benchmarks.png"))
         write_doc(text, args.output)
+    return 0
+
+
+def start_server() -> Any:
+    sys.path.insert(0, ROOT)
+    from psycogreen.testing import PostgresServer
+
+    log("starting a throwaway PostgreSQL ...")
+    server = PostgresServer().start()
+    server.wait_ready()
+    return server
+
+
+def instructions_only(args: argparse.Namespace) -> int:
+    """Count instructions (no wall-clock cells) and replace only that section of the output."""
+    pg1 = ensure_psycogreen1()
+    server = start_server() if args.dsn is None else None
+    dsn = args.dsn or server.dsn
+    try:
+        instr = instructions_module().run_all(dsn, pg1, repeat=args.instructions_repeat, log=log)
+    finally:
+        if server is not None:
+            server.destroy()
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "instructions.json"), "w") as f:
+        json.dump(instr, f, indent=1)
+    section = render_instructions(instr)
+    print(section)
+    if not args.no_write and os.path.exists(args.output):
+        with open(args.output, encoding="utf-8") as f:
+            old = f.read()
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(replace_instructions(old, section))
+        log(f"rewrote the instructions section of {args.output}")
     return 0
 
 
@@ -460,6 +568,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for s, label in SYSTEMS:
             print(f"{s:22s} {label}")
         return 0
+    if args.instructions_only:
+        return instructions_only(args)
     systems = [s for s, _ in SYSTEMS]
     if args.only:
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
@@ -469,19 +579,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
     pg1 = (
         ensure_psycogreen1()
-        if any(s.startswith("psycogreen1") for s in systems) or not args.no_cancel
+        if any(s.startswith("psycogreen1") for s in systems) or not args.no_cancel or args.instructions
         else None
     )
 
     server = None
     dsn = args.dsn
     if dsn is None:
-        sys.path.insert(0, ROOT)
-        from psycogreen.testing import PostgresServer
-
-        log("starting a throwaway PostgreSQL ...")
-        server = PostgresServer().start()
-        server.wait_ready()
+        server = start_server()
         dsn = server.dsn
     try:
         pgbench_init(dsn, args.scale)
@@ -489,14 +594,24 @@ def main(argv: Optional[list[str]] = None) -> int:
         matrix = run_matrix(args, dsn, systems, pg1)
         cancel = [] if args.no_cancel else run_cancel(dsn, args.cancel_runs, pg1)
         extra = [] if args.no_standalone else run_standalone(dsn)
+        instr = None
+        if args.instructions:
+            instr = instructions_module().run_all(dsn, pg1, repeat=args.instructions_repeat, log=log)
         log(f"done in {time.monotonic() - started:.0f} s")
     finally:
         if server is not None:
             server.destroy()
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "last.json"), "w") as f:
-        json.dump({"matrix": matrix, "cancel": cancel, "extra": extra, "args": vars(args)}, f, indent=1)
-    text = render(args, matrix, cancel, extra)
+        saved = {
+            "matrix": matrix,
+            "cancel": cancel,
+            "extra": extra,
+            "instructions": instr,
+            "args": vars(args),
+        }
+        json.dump(saved, f, indent=1)
+    text = render(args, matrix, cancel, extra, instr)
     print(text)
     if not args.no_write:
         os.makedirs(os.path.dirname(args.output), exist_ok=True)
