@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Iterator, Optional
 
-from . import _wait
-from ._connection import _enter, _leave
+from . import _guard, _wait
 from ._core import READ
 
 __all__ = ["notifies"]
@@ -55,12 +54,7 @@ def notifies(
 
 def _wait_and_poll(conn: Any, remaining: Optional[float]) -> None:
     """One cooperative wait for the socket, then ``conn.poll()`` to read what arrived."""
-    entered = _enter(conn) if hasattr(conn, "_pg_owner") else False
-    try:
+    with _guard.using(conn):
         waiter = _wait.current_waiter()
         if waiter.wait_fd(conn.fileno(), READ, remaining):
             conn.poll()
-    except BaseException as e:
-        _leave(conn, entered, e)
-        raise
-    _leave(conn, entered)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 import psycopg2
 
-from . import _deadline, _libpq
+from . import _deadline, _guard, _libpq
 from ._core import READ, RV, WRITE, PQGen
 from ._core.generators import cancel_handle, cancel_nonblocking, poll_conn, poll_conn_after, send_cancel
 from ._waiters import Waiter
@@ -238,14 +238,14 @@ def _interrupted(
         if failure is None:
             _settle(exc, _CANCELLED)
             if keep:
-                conn._pg_pending = exc
+                _guard.park(conn, exc)
                 return None
             raise exc
         # The connection cannot be trusted any more.
         if in_callback:
             # Raising from psycopg2's wait callback makes psycopg2 close the connection itself.
             if keep:
-                conn._pg_pending = exc
+                _guard.park(conn, exc)
                 raise failure
             raise exc
         _close_quietly(conn)
@@ -409,7 +409,7 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
         _connect_wait(conn, connecting, waiter)
         return
     if _deadline._op_deadline.get() is not None:
-        drive(poll_conn(conn), conn, keep=getattr(conn, "_pg_depth", 0) > 0, waiter=waiter, in_callback=True)
+        drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
         return
     # The hot path (every query, no deadline): the trivial poll loop of poll_conn(), inlined, because
     # creating, resuming and finishing a generator plus drive()'s bookkeeping cost a measurable part
@@ -439,10 +439,10 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
             raise
         gen = poll_conn_after(conn, fd, events)
         next(gen)
-        keep = getattr(conn, "_pg_depth", 0) > 0
+        keep = _guard.inside(conn)
         _interrupted(gen, conn, exc, waiter, None, None, keep, True, fd, events)
         return
-    drive(poll_conn(conn), conn, keep=getattr(conn, "_pg_depth", 0) > 0, waiter=waiter, in_callback=True)
+    drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
 
 
 _POLL_OK = psycopg2.extensions.POLL_OK

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
 
 import psycopg2
 
+from .. import _guard
 from .._patch import patch, patched
 from .._waiters.bridge import _await, call, call_shielded, forget_fd
 
@@ -196,10 +197,8 @@ class AsyncConnection:
         was closed; on a dead network its socket is shut down after the cancel grace. psycopg2
         holds the connection's lock for the whole call, so closing under it would freeze the loop."""
         raw = self.raw
-        if getattr(raw, "_pg_owner", None) is not None and not raw.closed:
-            from .._connection import stop_other_user
-
-            await call(stop_other_user, raw)
+        if _guard.in_use(raw) and not raw.closed:
+            await call(_guard.stop_other_user, raw)
         if not raw.closed:
             try:
                 forget_fd(raw.fileno())
