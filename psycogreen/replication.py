@@ -32,6 +32,7 @@ import psycopg2.extensions as ext
 from . import _guard, _libpq, _wait
 from ._core import READ
 from ._core import replication as _repl
+from ._core.generators import wait_socket
 
 __all__ = ["AsyncReplicationMixin", "GreenReplicationMixin", "ReplicationMessage"]
 
@@ -162,7 +163,6 @@ class GreenReplicationMixin:
                 st.consuming = False
 
     def _consume(self, conn: Any, st: _repl.ReplState, consume: Callable[[ReplicationMessage], Any]) -> None:
-        waiter = _wait.current_waiter()
         while True:
             msg = self._read(conn)
             if msg is not None:
@@ -172,8 +172,9 @@ class GreenReplicationMixin:
                 return  # the server ended the stream
             timeout = st.last_feedback + st.status_interval - time.time()
             if timeout > 0:
-                # One cooperative wait; the loop above decides what to do next.
-                waiter.wait_fd(conn.fileno(), READ, timeout)
+                # One cooperative wait (through the driver: timeout() bounds it); the loop above
+                # decides what to do next.
+                _wait.drive(wait_socket(conn.fileno(), READ), conn, timeout=timeout, idle=True)
 
     def send_feedback(
         self,
