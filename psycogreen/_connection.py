@@ -52,7 +52,7 @@ _leave = _guard.leave
 _thread_of = _guard.thread_of
 
 
-class GreenConnectionMixin(ext.connection, GreenState):  # type: ignore[misc]
+class GreenConnectionMixin(ext.connection, GreenState):
     """Sits between a user's connection class and psycopg2's C class in the MRO.
 
     ``green_connection_class(DictConnection)`` is ``class (DictConnection, GreenConnectionMixin)``,
@@ -159,7 +159,7 @@ _install_guards(
 )
 
 
-class GreenCursorMixin(ext.cursor):  # type: ignore[misc]
+class GreenCursorMixin(ext.cursor):
     """Guards the cursor methods that talk to the server (placed like GreenConnectionMixin)."""
 
     __slots__ = ()

@@ -33,7 +33,7 @@ from .errors import ConcurrentUseError, QueryTimeout
 try:
     from greenlet import getcurrent
 except ImportError:  # pragma: no cover - greenlet ships with gevent and eventlet
-    getcurrent = threading.current_thread  # type: ignore[assignment]
+    getcurrent = threading.current_thread
 
 __all__ = [
     "GreenState",

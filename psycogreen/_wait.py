@@ -33,7 +33,7 @@ from ._waiters import Waiter
 try:
     from greenlet import getcurrent as _getcurrent
 except ImportError:  # pragma: no cover - greenlet ships with gevent and eventlet
-    _getcurrent = None  # type: ignore[assignment]
+    _getcurrent = None
 
 logger = logging.getLogger("psycogreen")
 

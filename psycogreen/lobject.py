@@ -296,7 +296,7 @@ def _is_ours(factory: Any) -> bool:
     return isinstance(factory, type) and issubclass(factory, LargeObject)
 
 
-class _GreenCLargeObject(LargeObject, ext.lobject):  # type: ignore[misc]
+class _GreenCLargeObject(LargeObject, ext.lobject):
     """:class:`LargeObject` that is also a psycopg2 C ``lobject``: the base of the classes made for
     ``lobject_factory=`` subclasses of psycopg2's lobject. Every method and attribute psycopg2's
     lobject has is defined by :class:`LargeObject`, which comes first in the MRO, so the C part is

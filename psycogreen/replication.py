@@ -246,7 +246,7 @@ def _wait_callback_suspended() -> Iterator[None]:
     non-blocking C call with no switch inside, so unregistering the callback around it hides it
     from nobody else in this thread."""
     callback = ext.get_wait_callback()
-    ext.set_wait_callback(None)  # type: ignore[arg-type]
+    ext.set_wait_callback(None)
     try:
         yield
     finally:

@@ -331,12 +331,12 @@ class AsyncCursor:
     async def fetchmany(self, size: Optional[int] = None) -> list[Any]:
         args = () if size is None else (size,)
         if self._named:
-            return await call(self.raw.fetchmany, *args)  # type: ignore[no-any-return]
+            return await call(self.raw.fetchmany, *args)
         return self.raw.fetchmany(*args)  # type: ignore[no-any-return]
 
     async def fetchall(self) -> list[Any]:
         if self._named:
-            return await call(self.raw.fetchall)  # type: ignore[no-any-return]
+            return await call(self.raw.fetchall)
         return self.raw.fetchall()  # type: ignore[no-any-return]
 
     async def scroll(self, value: int, mode: str = "relative") -> None:
