@@ -135,7 +135,9 @@ def _start_states() -> dict[str, Callable[[FakeConn], None]]:
     return {f.__name__: f for f in (free, mine, stale_parked, other_greenlet)}
 
 
-def _outcome(path: Any, start: Callable[[FakeConn], None], behaviour: Callable[[Any], None]) -> tuple[Any, ...]:
+def _outcome(
+    path: Any, start: Callable[[FakeConn], None], behaviour: Callable[[Any], None]
+) -> tuple[Any, ...]:
     conn = FakeConn()
     start(conn)
     cur = SimpleNamespace(connection=conn)
