@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-
 #: The fixtures that start (or need) the throwaway PostgreSQL of psycogreen.testing.
 _SERVER = {"dsn", "psycogreen_dsn", "psycogreen_server", "run_script", "conn", "monitor"}
 
