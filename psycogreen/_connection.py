@@ -34,8 +34,6 @@ import psycopg2.extensions as ext
 from . import _guard
 from ._guard import GreenState, in_use_by_other, stop_other_user, using
 from ._guard import getcurrent as _getcurrent
-from .lobject import open_lobject
-from .replication import GreenReplicationMixin
 
 __all__ = [
     "GreenConnectionMixin",
@@ -244,6 +242,9 @@ def green_cursor_class(base: Any, named: bool = False) -> Any:
         bases = (mixin,) if base is ext.cursor else (base, mixin)
         if issubclass(base, _psycopg.ReplicationCursor):
             # Its streaming methods are C methods of that class: override them from the front.
+            # (Imported here, not at the top: most processes never load replication.)
+            from .replication import GreenReplicationMixin
+
             bases = (GreenReplicationMixin, *bases)
         klass = type(base.__name__, bases, {"__module__": base.__module__})
         klass.__doc__ = base.__doc__
@@ -280,6 +281,8 @@ def _lobject(
     lobject_factory: Any = None,
 ) -> Any:
     """psycopg2's ``connection.lobject``, cooperative (see :mod:`psycogreen.lobject`)."""
+    from .lobject import open_lobject  # loaded on first use: most processes never need it
+
     with using(self):
         rv = open_lobject(self, oid, mode, new_oid, new_file, lobject_factory)
     return rv
