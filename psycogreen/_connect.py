@@ -146,26 +146,21 @@ def connect(
     attempts = plan(params, _wait.current_waiter().getaddrinfo)
     timeout = connect_timeout(params)
     if attempts is None:
-        token = _deadline._connecting.set(_deadline.ConnectDeadline(None, "server"))
-        try:
+        with _deadline.connecting(None, "server"):
             return original(dsn, connection_factory=factory)
-        finally:
-            _deadline._connecting.reset(token)
     errors: list[str] = []
     for attempt in attempts:
         if not attempt.params:
             errors.append(attempt.target + "\n")
             continue
         deadline = None if timeout is None else time.monotonic() + timeout
-        token = _deadline._connecting.set(_deadline.ConnectDeadline(deadline, attempt.target))
         try:
-            return original(make_dsn(**attempt.params), connection_factory=factory)
+            with _deadline.connecting(deadline, attempt.target):
+                return original(make_dsn(**attempt.params), connection_factory=factory)
         except psycopg2.OperationalError as e:
             from .errors import QueryTimeout
 
             if isinstance(e, QueryTimeout):
                 raise
             errors.append(str(e) if str(e).endswith("\n") else f"{e}\n")
-        finally:
-            _deadline._connecting.reset(token)
     raise psycopg2.OperationalError("".join(errors) or "no host to connect to")

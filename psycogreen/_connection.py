@@ -25,32 +25,15 @@ They add three things around every method that may wait on the server:
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-import time
 from typing import Any, Optional
 
 import psycopg2
 import psycopg2._psycopg as _psycopg
 import psycopg2.extensions as ext
 
-from .errors import ConcurrentUseError, QueryTimeout
-
-try:
-    from greenlet import getcurrent as _getcurrent
-except ImportError:  # pragma: no cover
-    _getcurrent = threading.current_thread  # type: ignore[assignment]
-
-
-def _thread_of(g: Any) -> Any:
-    """The OS thread a greenlet belongs to, as its root greenlet (``threading.get_ident`` is
-    per-greenlet once gevent/eventlet monkey-patch, so it cannot tell threads apart)."""
-    parent = getattr(g, "parent", None)
-    while parent is not None:
-        g, parent = parent, parent.parent
-    return g
-
+from . import _guard
+from ._guard import GreenState, in_use_by_other, stop_other_user, using
+from ._guard import getcurrent as _getcurrent
 
 __all__ = [
     "GreenConnectionMixin",
@@ -60,86 +43,14 @@ __all__ = [
     "in_use_by_other",
 ]
 
-logger = logging.getLogger("psycogreen")
+#: Compatibility names for code written against the guard's old home (the pool reaches for them);
+#: new code uses :mod:`psycogreen._guard`.
+_enter = _guard.enter
+_leave = _guard.leave
+_thread_of = _guard.thread_of
 
 
-def _enter(conn: Any) -> bool:
-    """Mark ``conn`` as used by the caller. Another greenlet/task of this OS thread inside gets
-    ConcurrentUseError; another OS thread inside makes the caller wait its turn (see
-    :func:`_wait_turn`)."""
-    me = _getcurrent()
-    owner = conn._pg_owner
-    if owner is None:
-        if conn._pg_closing is not None and conn._pg_closing is not me:
-            raise psycopg2.InterfaceError(f"connection already closed (being closed by {conn._pg_close_who})")
-        conn._pg_owner = me
-        conn._pg_depth = 1
-        conn._pg_pending = None
-        return True
-    if owner is me:
-        conn._pg_depth += 1
-        return True
-    # Only on a conflict: which OS thread each greenlet belongs to (a walk up its parents, which
-    # the per-query path need not pay).
-    if _thread_of(owner) is not _thread_of(me):
-        return _wait_turn(conn, me)
-    raise ConcurrentUseError(
-        f"connection is already in use by {owner!r}; a connection carries one conversation at a "
-        "time: use one connection per greenlet/task, or a pool (psycogreen.pool.ConnectionPool)"
-    )
-
-
-def _wait_turn(conn: Any, me: Any) -> bool:
-    """Serialise OS threads sharing ``conn``, as psycopg2 does without a wait callback.
-
-    In green mode psycopg2 releases its connection mutex while the wait callback waits, so a
-    second OS thread would get "an asynchronous query is underway"; instead it waits here until the
-    connection is free (and no interrupt is parked for the previous user), sleeping with
-    ``time.sleep`` (the current thread's hub under monkey-patching, a real sleep otherwise).
-    """
-    delay = 50e-6
-    while True:
-        owner = conn._pg_owner
-        if owner is None and conn._pg_pending is None:
-            return _enter(conn)
-        if owner is not None and _thread_of(owner) is _thread_of(me):
-            return _enter(conn)  # a greenlet of this thread got it meanwhile: ConcurrentUseError
-        time.sleep(delay)
-        delay = min(delay * 2, 1e-3)
-
-
-def _leave(conn: Any, entered: bool, error: Optional[BaseException] = None) -> None:
-    """Undo :func:`_enter`; raise an interrupt the wait callback parked during the call."""
-    if not entered:
-        return
-    conn._pg_depth -= 1
-    if conn._pg_depth:
-        return
-    conn._pg_owner = None
-    pending = conn._pg_pending
-    if pending is None and error is not None and conn._pg_closing is not None:
-        raise _closed_under_call(conn._pg_close_who, conn._pg_close_how) from error
-    if pending is not None:
-        conn._pg_pending = None
-        try:
-            if isinstance(pending, QueryTimeout) and error is not None and error is not pending:
-                raise pending from error
-            raise pending
-        finally:
-            # Drop the local: the exception's traceback holds this frame, and a frame that held the
-            # exception would make a cycle keeping the connection alive until the next gc run.
-            del pending, conn
-
-
-_HOW_CANCELLED = "the statement was cancelled on the server, then the connection closed"
-_HOW_IDLE = "no statement was running; the socket was shut down and the connection closed"
-_HOW_SHUT_DOWN = (
-    "the server did not confirm the cancel (is the network down?), so the socket was shut down and "
-    "the connection closed"
-)
-
-
-class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
+class GreenConnectionMixin(ext.connection, GreenState):
     """Sits between a user's connection class and psycopg2's C class in the MRO.
 
     ``green_connection_class(DictConnection)`` is ``class (DictConnection, GreenConnectionMixin)``,
@@ -151,15 +62,6 @@ class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
 
     __slots__ = ()
 
-    _pg_owner: Any = None
-    _pg_thread: Any = None
-    _pg_depth: int = 0
-    _pg_pending: Optional[BaseException] = None
-    #: Who is closing this connection while another greenlet/thread is inside a call on it.
-    _pg_closing: Any = None
-    _pg_close_how: str = _HOW_CANCELLED
-    _pg_close_who: str = "?"
-
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         factory = kwargs.get("cursor_factory") or self.cursor_factory
         named = bool(args[0] if args else kwargs.get("name"))
@@ -167,31 +69,16 @@ class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
         return super().cursor(*args, **kwargs)
 
     def commit(self) -> None:
-        entered = _enter(self)
-        try:
+        with using(self):
             super().commit()
-        except BaseException as e:
-            _leave(self, entered, e)
-            raise
-        _leave(self, entered)
 
     def rollback(self) -> None:
-        entered = _enter(self)
-        try:
+        with using(self):
             super().rollback()
-        except BaseException as e:
-            _leave(self, entered, e)
-            raise
-        _leave(self, entered)
 
     def __exit__(self, *exc_info: Any) -> Any:
-        entered = _enter(self)
-        try:
+        with using(self):
             rv = super().__exit__(*exc_info)
-        except BaseException as e:
-            _leave(self, entered, e)
-            raise
-        _leave(self, entered)
         return rv
 
     def cancel(self) -> None:
@@ -210,7 +97,7 @@ class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
         statement and let that call end first (see :func:`stop_other_user`)."""
         from . import _wait
 
-        if self._pg_owner is not None:
+        if _guard.in_use(self):
             stop_other_user(self)
         if not self.closed:
             try:
@@ -222,167 +109,15 @@ class GreenConnectionMixin(ext.connection):  # type: ignore[misc]
         super().close()
 
 
-def _closed_under_call(closer: str, how: str) -> psycopg2.OperationalError:
-    return psycopg2.OperationalError(
-        f"the connection was closed by {closer} (another greenlet, task or thread) while this call "
-        f"was running: {how}; open a new connection (a pool does it for you)"
-    )
-
-
-def in_use_by_other(conn: Any) -> bool:
-    """True when another greenlet, task or thread is inside a call on ``conn`` right now.
-
-    For code that must not touch such a connection (a pool's ``putconn`` of a connection still in
-    use elsewhere): closing it cancels the other user's statement, and most other methods raise
-    ``ConcurrentUseError``. Costs two attribute reads; never blocks.
-    """
-    owner = getattr(conn, "_pg_owner", None)
-    return owner is not None and owner is not _getcurrent()
-
-
-_CLOSE_POLL = 0.005
-
-
-def stop_other_user(conn: Any) -> None:
-    """Make the call another greenlet/task/thread is running on ``conn`` end, before closing it.
-
-    psycopg2's ``close()`` takes the connection's mutex, which the other user holds for its whole
-    call: from a greenlet of the same OS thread that would block the thread forever (every greenlet
-    and the hub with it); from another thread it would wait for the query to finish, however long.
-    So: refuse newcomers, send a cancel, and wait (cooperatively) for the owner to leave — its call
-    raises an ``OperationalError`` saying the connection was closed by someone else. If it has not
-    left within the cancel grace (a dead network, the server never answers), shut the socket down,
-    which ends any wait at once. Returns with nobody inside (the caller closes), or raises
-    ``ConcurrentUseError`` when waiting is impossible here.
-    """
-    from . import _deadline, _wait
-
-    owner = conn._pg_owner
-    me = _getcurrent()
-    if owner is None or owner is me or conn.closed:
-        return
-    waiter = _wait.current_waiter()
-    if waiter.name in ("threads", "asyncio") and _thread_of(owner) is _thread_of(me):
-        raise ConcurrentUseError(
-            f"cannot close the connection: {owner!r} is inside a call on it and this code cannot wait "
-            "for it without blocking the thread it runs on; close it from a greenlet, with "
-            "`await conn.close()` (psycogreen.aio) or inside psycogreen.aio.run_sync()"
-        )
-    grace = _deadline.cancel_grace()
-    conn._pg_closing = me
-    conn._pg_close_who = _describe_caller(me, waiter)
-    conn._pg_close_how = _HOW_CANCELLED
-    try:
-        if conn.get_transaction_status() != ext.TRANSACTION_STATUS_ACTIVE:
-            # No statement on the server (a notifies() loop waiting for the socket): nothing to
-            # cancel, so end the wait at once.
-            conn._pg_close_how = _HOW_IDLE
-            _shutdown_socket(conn)
-            if _owner_gone(conn, waiter, time.monotonic() + grace):
-                return
-        elif _cancel_and_wait(conn, waiter, grace):
-            return
-        else:
-            logger.warning(
-                "%r was still inside a call %g s after its statement was cancelled (is the network down?); "
-                "shutting its socket down to close the connection",
-                conn._pg_owner,
-                grace,
-            )
-            conn._pg_close_how = _HOW_SHUT_DOWN
-            _shutdown_socket(conn)
-            if _owner_gone(conn, waiter, time.monotonic() + grace):
-                return
-        raise ConcurrentUseError(
-            f"cannot close the connection: {conn._pg_owner!r} is still inside a call on it after its "
-            "statement was cancelled and its socket shut down; kill or cancel that greenlet/task first"
-        )
-    except BaseException:
-        conn._pg_closing = None
-        raise
-
-
-def _describe_caller(me: Any, waiter: Any) -> str:
-    """Who is closing, in words a user recognises: a thread's name, a task's name, a greenlet."""
-    if getattr(me, "parent", 0) is None:  # the main greenlet of an OS thread: the thread itself
-        return f"thread {threading.current_thread().name!r}"
-    who = waiter.current()
-    get_name = getattr(who, "get_name", None)  # an asyncio task
-    if callable(get_name):
-        return f"task {get_name()!r}"
-    name = getattr(who, "name", None)  # a trio task
-    if isinstance(name, str) and not isinstance(who, threading.Thread):
-        return f"task {name!r}"
-    return repr(who)
-
-
-def _cancel_and_wait(conn: Any, waiter: Any, grace: float) -> bool:
-    """Cancel the statement of whoever is inside a call on ``conn`` (again if a newcomer slipped in)
-    and wait for the connection to be free, up to ``grace`` seconds; True if it is."""
-    from . import _wait
-
-    end = time.monotonic() + grace
-    cancelled: Any = None
-    while True:
-        owner = conn._pg_owner
-        if owner is None or conn.closed:
-            return True
-        if owner is not cancelled:
-            cancelled = owner
-            try:
-                _wait.cancel(conn, waiter, end)
-            except psycopg2.Error as e:
-                logger.debug("cancel before close failed: %r", e)
-        if time.monotonic() >= end:
-            return False
-        waiter.sleep(_CLOSE_POLL)
-
-
-def _owner_gone(conn: Any, waiter: Any, end: float) -> bool:
-    while conn._pg_owner is not None and not conn.closed:
-        if time.monotonic() >= end:
-            return False
-        waiter.sleep(_CLOSE_POLL)
-    return True
-
-
-def _shutdown_socket(conn: Any) -> None:
-    """``shutdown(2)`` the connection's socket: every wait on it ends (readable, EOF) and libpq
-    reports the connection lost. The socket itself stays open until psycopg2 closes it."""
-    import _socket
-
-    try:
-        fd = conn.fileno()
-    except psycopg2.Error:
-        return
-    if fd < 0:
-        return
-    try:
-        sock = _socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return
-    try:
-        sock.shutdown(_socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        sock.close()
-
-
 def _guarded_setter(name: str) -> property:
-    """A property whose setter runs psycopg2's inside :func:`_enter`/:func:`_leave`: psycopg2's
+    """A property whose setter runs psycopg2's inside :func:`psycogreen._guard.using`: psycopg2's
     setters take the connection's mutex (``conn_set_session``), so from a second greenlet while
     another is inside a call they would freeze the thread; here they raise ConcurrentUseError."""
     base = ext.connection.__dict__[name]
 
     def fset(self: Any, value: Any) -> None:
-        entered = _enter(self)
-        try:
+        with using(self):
             base.__set__(self, value)
-        except BaseException as e:
-            _leave(self, entered, e)
-            raise
-        _leave(self, entered)
 
     return property(base.__get__, fset, doc=base.__doc__)
 
@@ -393,18 +128,13 @@ for _attr in ("autocommit", "isolation_level", "readonly", "deferrable"):
 
 def _install_guards(owner: type, names: tuple[str, ...]) -> None:
     """Give ``owner`` methods that run the next class's method of the same name inside
-    :func:`_enter`/:func:`_leave` on the connection (for the less hot methods)."""
+    :func:`psycogreen._guard.using` on the connection (for the less hot methods)."""
     for name in names:
 
         def method(self: Any, *args: Any, __name: str = name, **kwargs: Any) -> Any:
             conn = self if isinstance(self, GreenConnectionMixin) else self.connection
-            entered = _enter(conn)
-            try:
+            with using(conn):
                 rv = getattr(super(owner, self), __name)(*args, **kwargs)
-            except BaseException as e:
-                _leave(conn, entered, e)
-                raise
-            _leave(conn, entered)
             return rv
 
         method.__name__ = method.__qualname__ = name
@@ -427,38 +157,33 @@ _install_guards(
 )
 
 
-class GreenCursorMixin(ext.cursor):  # type: ignore[misc]
+class GreenCursorMixin(ext.cursor):
     """Guards the cursor methods that talk to the server (placed like GreenConnectionMixin)."""
 
     __slots__ = ()
 
     def execute(self, query: Any, vars: Any = None) -> None:
         # The busiest method of all, so the common case (connection free, nothing parked) has
-        # _enter()/_leave() inlined and calls the C method directly: in any class built by
+        # _guard.enter()/leave() inlined and calls the C method directly: in any class built by
         # green_cursor_class() this mixin comes right before ext.cursor in the MRO, so that *is*
         # what super() would find. Everything else takes the general path.
         conn: Any = self.connection
         if conn._pg_owner is not None or conn._pg_pending is not None:
-            entered = _enter(conn)
-            try:
+            with using(conn):
                 _cursor_execute(self, query, vars)
-            except BaseException as e:
-                _leave(conn, entered, e)
-                raise
-            _leave(conn, entered)
             return
         conn._pg_owner = _getcurrent()
         conn._pg_depth = 1
         try:
             _cursor_execute(self, query, vars)
         except BaseException as e:
-            _leave(conn, True, e)
+            _guard.leave(conn, True, e)
             raise
         conn._pg_depth = 0
         conn._pg_owner = None
         if conn._pg_pending is not None:  # an interrupt parked by the wait callback
             conn._pg_depth = 1
-            _leave(conn, True)
+            _guard.leave(conn, True)
 
 
 _cursor_execute = ext.cursor.execute
@@ -474,13 +199,8 @@ class GreenNamedCursorMixin(GreenCursorMixin):
 
     def __next__(self) -> Any:
         conn = self.connection
-        entered = _enter(conn)
-        try:
+        with using(conn):
             rv = super().__next__()
-        except BaseException as e:
-            _leave(conn, entered, e)
-            raise
-        _leave(conn, entered)
         return rv
 
     def __iter__(self) -> Any:
@@ -522,6 +242,7 @@ def green_cursor_class(base: Any, named: bool = False) -> Any:
         bases = (mixin,) if base is ext.cursor else (base, mixin)
         if issubclass(base, _psycopg.ReplicationCursor):
             # Its streaming methods are C methods of that class: override them from the front.
+            # (Imported here, not at the top: most processes never load replication.)
             from .replication import GreenReplicationMixin
 
             bases = (GreenReplicationMixin, *bases)
@@ -539,13 +260,8 @@ def _copy_method(name: str) -> Any:
         from . import copy as _copy
 
         conn = self.connection
-        entered = _enter(conn)
-        try:
+        with using(conn):
             getattr(_copy, name)(self, *args, **kwargs)
-        except BaseException as e:
-            _leave(conn, entered, e)
-            raise
-        _leave(conn, entered)
 
     method.__name__ = method.__qualname__ = name
     method.__doc__ = f"psycopg2's ``cursor.{name}``, cooperative (see :mod:`psycogreen.copy`)."
@@ -565,15 +281,10 @@ def _lobject(
     lobject_factory: Any = None,
 ) -> Any:
     """psycopg2's ``connection.lobject``, cooperative (see :mod:`psycogreen.lobject`)."""
-    from .lobject import open_lobject
+    from .lobject import open_lobject  # loaded on first use: most processes never need it
 
-    entered = _enter(self)
-    try:
+    with using(self):
         rv = open_lobject(self, oid, mode, new_oid, new_file, lobject_factory)
-    except BaseException as e:
-        _leave(self, entered, e)
-        raise
-    _leave(self, entered)
     return rv
 
 

@@ -14,7 +14,17 @@ import warnings
 from contextvars import ContextVar
 from typing import Iterator, NamedTuple, Optional
 
-__all__ = ["ConnectDeadline", "cancel_grace", "set_cancel_grace", "timeout"]
+__all__ = [
+    "ConnectDeadline",
+    "cancel_grace",
+    "connect_deadline",
+    "connecting",
+    "current",
+    "grace_end",
+    "override",
+    "set_cancel_grace",
+    "timeout",
+]
 
 #: (absolute monotonic deadline, seconds asked for) of the tightest enclosing ``timeout()``.
 _op_deadline: ContextVar[Optional[tuple[float, float]]] = ContextVar("psycogreen_timeout", default=None)
@@ -131,6 +141,40 @@ def _warn_if_unpatched() -> None:
         )
 
 
-def current() -> Optional[tuple[float, float]]:
-    """The tightest ``timeout()`` deadline in force here, as (monotonic deadline, seconds)."""
-    return _op_deadline.get()
+# -- the small API the rest of psycogreen uses (nobody else touches the ContextVars) -------------------
+
+#: The tightest ``timeout()`` deadline in force here, as (monotonic deadline, seconds asked for), or
+#: None. The ContextVar's own ``get``: a C call, as cheap as reading the variable on the hot path.
+current = _op_deadline.get
+
+#: The connect deadline of the attempt being made in this greenlet/task, or None when not
+#: connecting (read by the wait callback on every call, hence the bare ``get`` as well).
+connect_deadline = _connecting.get
+
+
+@contextlib.contextmanager
+def override(seconds: float) -> Iterator[None]:
+    """A deadline of ``seconds`` from now for the block, *replacing* any enclosing ``timeout()``
+    (unlike ``timeout()``, which keeps the tightest): for psycogreen's own housekeeping (a pool
+    resetting a returned connection), which must be bounded whatever the caller's budget is."""
+    token = _op_deadline.set((time.monotonic() + seconds, seconds))
+    try:
+        yield
+    finally:
+        _op_deadline.reset(token)
+
+
+@contextlib.contextmanager
+def connecting(deadline: Optional[float], target: str) -> Iterator[None]:
+    """Connecting to ``target`` (how libpq names the server in messages) until the monotonic
+    ``deadline`` (None: no connect_timeout) in this block; the wait callback enforces it."""
+    token = _connecting.set(ConnectDeadline(deadline, target))
+    try:
+        yield
+    finally:
+        _connecting.reset(token)
+
+
+def grace_end() -> float:
+    """When a cancel starting now must have been confirmed (the one place the grace is applied)."""
+    return time.monotonic() + _cancel_grace

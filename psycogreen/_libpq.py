@@ -65,9 +65,7 @@ def _bind(name: str, restype: Any, argtypes: list[Any]) -> bool:
 _bind("PQlibVersion", c_int, [])
 _bind("PQsocket", c_int, [c_void_p])
 _bind("PQstatus", c_int, [c_void_p])
-_bind("PQtransactionStatus", c_int, [c_void_p])
 _bind("PQerrorMessage", c_char_p, [c_void_p])
-_bind("PQbackendPID", c_int, [c_void_p])
 _bind("PQisBusy", c_int, [c_void_p])
 _bind("PQconsumeInput", c_int, [c_void_p])
 _bind("PQflush", c_int, [c_void_p])
@@ -78,18 +76,11 @@ _bind("PQresultErrorMessage", c_char_p, [c_void_p])
 _bind("PQresultErrorField", c_char_p, [c_void_p, c_int])
 _bind("PQcmdTuples", c_char_p, [c_void_p])
 _bind("PQcmdStatus", c_char_p, [c_void_p])
-_bind("PQntuples", c_int, [c_void_p])
-_bind("PQnfields", c_int, [c_void_p])
-_bind("PQgetvalue", c_void_p, [c_void_p, c_int, c_int])
-_bind("PQgetlength", c_int, [c_void_p, c_int, c_int])
-_bind("PQgetisnull", c_int, [c_void_p, c_int, c_int])
 _bind("PQclear", None, [c_void_p])
 _bind("PQputCopyData", c_int, [c_void_p, c_char_p, c_int])
 _bind("PQputCopyEnd", c_int, [c_void_p, c_char_p])
 _bind("PQgetCopyData", c_int, [c_void_p, ctypes.POINTER(c_void_p), c_int])
 _bind("PQfreemem", None, [c_void_p])
-_bind("PQsetnonblocking", c_int, [c_void_p, c_int])
-_bind("PQisnonblocking", c_int, [c_void_p])
 _bind("PQgetCancel", c_void_p, [c_void_p])
 _bind("PQfreeCancel", None, [c_void_p])
 _bind("PQcancel", c_int, [c_void_p, c_char_p, c_int])
@@ -100,7 +91,6 @@ _has_cancel_api = all(
         _bind("PQcancelStart", c_int, [c_void_p]),
         _bind("PQcancelPoll", c_int, [c_void_p]),
         _bind("PQcancelSocket", c_int, [c_void_p]),
-        _bind("PQcancelStatus", c_int, [c_void_p]),
         _bind("PQcancelErrorMessage", c_char_p, [c_void_p]),
         _bind("PQcancelFinish", None, [c_void_p]),
     ]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any, Iterator, Optional
 
-from . import _wait
-from ._connection import _enter, _leave
+from . import _guard, _wait
 from ._core import READ
+from ._core.generators import wait_socket
 
 __all__ = ["notifies"]
 
@@ -54,13 +54,9 @@ def notifies(
 
 
 def _wait_and_poll(conn: Any, remaining: Optional[float]) -> None:
-    """One cooperative wait for the socket, then ``conn.poll()`` to read what arrived."""
-    entered = _enter(conn) if hasattr(conn, "_pg_owner") else False
-    try:
-        waiter = _wait.current_waiter()
-        if waiter.wait_fd(conn.fileno(), READ, remaining):
+    """One cooperative wait for the socket, then ``conn.poll()`` to read what arrived. The wait goes
+    through the driver, so an enclosing ``psycogreen.timeout()`` bounds it (``QueryTimeout``; there is
+    no statement to cancel, so the connection stays usable) as well as the loop's own budget."""
+    with _guard.using(conn):
+        if _wait.drive(wait_socket(conn.fileno(), READ), conn, timeout=remaining, idle=True):
             conn.poll()
-    except BaseException as e:
-        _leave(conn, entered, e)
-        raise
-    _leave(conn, entered)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 import psycopg2
 
-from . import _deadline, _libpq
+from . import _deadline, _guard, _libpq
 from ._core import READ, RV, WRITE, PQGen
 from ._core.generators import cancel_handle, cancel_nonblocking, poll_conn, poll_conn_after, send_cancel
 from ._waiters import Waiter
@@ -33,7 +33,7 @@ from ._waiters import Waiter
 try:
     from greenlet import getcurrent as _getcurrent
 except ImportError:  # pragma: no cover - greenlet ships with gevent and eventlet
-    _getcurrent = None  # type: ignore[assignment]
+    _getcurrent = None
 
 logger = logging.getLogger("psycogreen")
 
@@ -47,7 +47,8 @@ class _State:
 
     @property
     def cancel_grace(self) -> float:
-        """The cancel grace; its one home is :func:`psycogreen._deadline.cancel_grace`."""
+        """The cancel grace; its one home is :func:`psycogreen._deadline.cancel_grace` (this alias is
+        kept for ``psycogreen.copy``: ``_deadline.grace_end()`` is the way to a cancel's deadline)."""
         return _deadline.cancel_grace()
 
 
@@ -139,31 +140,41 @@ def drive(
     keep: bool = False,
     waiter: Optional[Waiter] = None,
     in_callback: bool = False,
+    timeout: Optional[float] = None,
+    idle: bool = False,
 ) -> RV:
     """Run ``gen`` to completion, waiting cooperatively; return its value.
 
     On an interrupt or an expired ``timeout()`` deadline: cancel on the server (``on_interrupt``, by
     default a non-blocking cancel of ``conn``), drain ``gen`` within the cancel grace period, then
     raise the exception — or, with ``keep=True``, park it on ``conn`` and return normally (see the
-    module docstring).
+    module docstring and the table in :func:`_interrupted`).
+
+    ``timeout`` bounds the wait itself, for callers with a budget of their own (``notifies()``, the
+    keepalive of ``consume_stream``): when it passes first, the generator is sent 0 (nothing ready)
+    and must return. ``idle=True`` says no statement runs on the server (the connection waits for
+    the server to speak: a notification, a replication message), so an interrupt or an expired
+    deadline ends the wait at once: nothing to cancel, nothing to drain.
     """
     if waiter is None:
         waiter = current_waiter()
     wait_fd = waiter.wait_fd
-    limit = _deadline._op_deadline.get()
+    limit = _deadline.current()
+    fd = -1
+    events = 0
     try:
         fd, events = next(gen)
-        if limit is None:
+        if limit is None and timeout is None:
             while True:
                 ready = wait_fd(fd, events)
                 fd, events = gen.send(ready)
         else:
-            deadline = limit[0]
+            deadline, seconds = _bound(limit, timeout)
             while True:
                 remaining = deadline - _monotonic()
                 ready = wait_fd(fd, events, remaining) if remaining > 0 else 0
-                if not ready:
-                    raise deadline_error(limit[1])
+                if not ready and seconds is not None:
+                    raise deadline_error(seconds)
                 fd, events = gen.send(ready)
     except StopIteration as stop:
         rv: RV = stop.value
@@ -171,14 +182,32 @@ def drive(
     except BaseException as exc:  # noqa: BLE001 - an interrupt of any kind
         if isinstance(exc, psycopg2.Error) and not _is_timeout(exc):
             raise  # the conversation itself failed: nothing to cancel
-        late: RV = _interrupted(gen, conn, exc, waiter, control, on_interrupt, keep, in_callback, fd, events)
+        if not events:
+            raise  # raised before the generator's first yield: nothing was waited on
+        late: RV = _interrupted(
+            gen, conn, exc, waiter, control, on_interrupt, keep, in_callback, fd, events, idle
+        )
         return late
+
+
+def _bound(limit: Optional[tuple[float, float]], timeout: Optional[float]) -> tuple[float, Optional[float]]:
+    """When :func:`drive`'s waits end, and the seconds of the ``timeout()`` deadline that ends them
+    (for its ``QueryTimeout``), or None when the caller's own ``timeout`` comes first."""
+    if timeout is not None:
+        own = _monotonic() + timeout
+        if limit is None or own < limit[0]:
+            return own, None
+    assert limit is not None
+    return limit
 
 
 def _is_timeout(exc: BaseException) -> bool:
     from .errors import QueryTimeout
 
     return isinstance(exc, QueryTimeout)
+
+
+_IDLE = "no statement was running, so there was nothing to cancel; the connection is still usable"
 
 
 def _interrupted(
@@ -192,60 +221,48 @@ def _interrupted(
     in_callback: bool,
     fd: int,
     events: int,
+    idle: bool = False,
 ) -> Any:
-    """Cancel, drain and deliver ``exc``: everything within the cancel grace, so that a dead network
-    costs the caller at most the grace after its deadline (then the connection is closed)."""
-    grace = _deadline.cancel_grace()
-    grace_end = _monotonic() + grace
+    """Deliver ``exc`` (an interrupt, an expired deadline) that stopped :func:`drive` mid-wait.
+
+    Everything happens within the cancel grace, so a dead network costs the caller at most the
+    grace after its deadline. The interrupt table:
+
+    =============================  ==============================  =================================
+    what happened                  the connection                  ``exc`` is
+    =============================  ==============================  =================================
+    before the first yield         untouched (in :func:`drive`)    raised
+    idle wait (``idle=True``)      untouched, usable               raised at once
+    cancel sent, drain finished    idle again, usable              parked (``keep``) or raised
+    drain broke or grace ran out   untrusted: closed               raised (``in_callback``: psycopg2
+                                                                   closes it; with ``keep`` parked
+                                                                   and the failure raised)
+    =============================  ==============================  =================================
+    """
     if control is not None:
         control.interrupt = exc
-    logger.debug("interrupted by %r: cancelling on the server", exc)
-    try:
-        if on_interrupt is not None:
-            on_interrupt()
-        elif conn is not None:
-            cancel(conn, waiter, grace_end)
-    except BaseException as e:  # noqa: BLE001 - the cancel could not be sent: draining decides
-        logger.debug("could not send the cancel: %r", e)
     failure: Optional[BaseException] = None
     try:
-        # Drain: let libpq read the outcome so the connection is idle again.
-        while True:
-            remaining = grace_end - _monotonic()
-            if remaining <= 0:
-                raise _GraceExpired()
-            try:
-                ready = waiter.wait_fd(fd, events, remaining, True)
-            except BaseException:  # noqa: BLE001 - a second interrupt while draining: keep draining
-                continue
-            if ready:
-                fd, events = gen.send(ready)
-    except StopIteration:
-        pass
-    except _GraceExpired:
-        gen.close()
-        logger.warning(
-            "the server did not confirm the cancel within %g s after %r; closing the connection",
-            grace,
-            exc,
-        )
-        failure = psycopg2.OperationalError(f"{_not_confirmed(grace)} (after {type(exc).__name__})")
-        _settle(exc, _not_confirmed(grace))
-    except psycopg2.Error as e:
-        failure = e  # the conversation broke while draining
-        _settle(exc, f"the connection failed while the statement was being cancelled: {_first_line(e)}")
-    try:
+        if idle:
+            gen.close()
+            _settle(exc, _IDLE)
+            raise exc
+        grace = _deadline.cancel_grace()
+        grace_end = _deadline.grace_end()
+        logger.debug("interrupted by %r: cancelling on the server", exc)
+        _send_cancel(conn, waiter, on_interrupt, grace_end)
+        failure = _drain(gen, waiter, fd, events, grace_end, grace, exc)
         if failure is None:
             _settle(exc, _CANCELLED)
             if keep:
-                conn._pg_pending = exc
+                _guard.park(conn, exc)
                 return None
             raise exc
         # The connection cannot be trusted any more.
         if in_callback:
             # Raising from psycopg2's wait callback makes psycopg2 close the connection itself.
             if keep:
-                conn._pg_pending = exc
+                _guard.park(conn, exc)
                 raise failure
             raise exc
         _close_quietly(conn)
@@ -255,13 +272,53 @@ def _interrupted(
         del exc, failure
 
 
+def _send_cancel(
+    conn: Any, waiter: Waiter, on_interrupt: Optional[Callable[[], None]], grace_end: float
+) -> None:
+    """Cancel on the server (or whatever ``on_interrupt`` does instead); a cancel that cannot be
+    sent is logged, not raised: draining decides what becomes of the connection."""
+    try:
+        if on_interrupt is not None:
+            on_interrupt()
+        elif conn is not None:
+            cancel(conn, waiter, grace_end)
+    except BaseException as e:  # noqa: BLE001 - the cancel could not be sent: draining decides
+        logger.debug("could not send the cancel: %r", e)
+
+
+def _drain(
+    gen: PQGen[Any], waiter: Waiter, fd: int, events: int, grace_end: float, grace: float, exc: BaseException
+) -> Optional[BaseException]:
+    """Let libpq read the outcome of the cancelled statement until the connection is idle again;
+    return None then, or the error that says why the connection cannot be trusted. A second
+    interrupt while draining is ignored (draining is what makes the first one safe)."""
+    try:
+        while True:
+            remaining = grace_end - _monotonic()
+            if remaining <= 0:
+                break
+            try:
+                ready = waiter.wait_fd(fd, events, remaining, True)
+            except BaseException:  # noqa: BLE001 - a second interrupt while draining: keep draining
+                continue
+            if ready:
+                fd, events = gen.send(ready)
+    except StopIteration:
+        return None
+    except psycopg2.Error as e:
+        _settle(exc, f"the connection failed while the statement was being cancelled: {_first_line(e)}")
+        return e  # the conversation broke while draining
+    gen.close()
+    logger.warning(
+        "the server did not confirm the cancel within %g s after %r; closing the connection", grace, exc
+    )
+    _settle(exc, _not_confirmed(grace))
+    return psycopg2.OperationalError(f"{_not_confirmed(grace)} (after {type(exc).__name__})")
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
-
-
-class _GraceExpired(Exception):
-    pass
 
 
 def _close_quietly(conn: Any) -> None:
@@ -284,7 +341,7 @@ def cancel(conn: Any, waiter: Optional[Waiter] = None, deadline: Optional[float]
     if waiter is None:
         waiter = current_waiter()
     if deadline is None:
-        deadline = _monotonic() + _deadline.cancel_grace()
+        deadline = _deadline.grace_end()
     try:
         ptr = _libpq.pgconn(conn)
     except psycopg2.Error:
@@ -400,7 +457,7 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
     While connecting it enforces the connect deadline; otherwise it drives ``conn.poll()`` through
     :func:`drive`, parking interrupts on psycogreen connections inside a guarded call.
     """
-    connecting = _deadline._connecting.get()
+    connecting = _deadline.connect_deadline()
     if connecting is None and conn.status == _STATUS_SETUP:
         connecting = _NO_DEADLINE  # a connection made outside psycopg2.connect()
     if waiter is None:
@@ -408,8 +465,8 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
     if connecting is not None:
         _connect_wait(conn, connecting, waiter)
         return
-    if _deadline._op_deadline.get() is not None:
-        drive(poll_conn(conn), conn, keep=getattr(conn, "_pg_depth", 0) > 0, waiter=waiter, in_callback=True)
+    if _deadline.current() is not None:
+        drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
         return
     # The hot path (every query, no deadline): the trivial poll loop of poll_conn(), inlined, because
     # creating, resuming and finishing a generator plus drive()'s bookkeeping cost a measurable part
@@ -439,10 +496,10 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
             raise
         gen = poll_conn_after(conn, fd, events)
         next(gen)
-        keep = getattr(conn, "_pg_depth", 0) > 0
-        _interrupted(gen, conn, exc, waiter, None, None, keep, True, fd, events)
+        keep = _guard.inside(conn)
+        _interrupted(gen, conn, exc, waiter, None, None, keep, True, fd, events, False)
         return
-    drive(poll_conn(conn), conn, keep=getattr(conn, "_pg_depth", 0) > 0, waiter=waiter, in_callback=True)
+    drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
 
 
 _POLL_OK = psycopg2.extensions.POLL_OK
@@ -463,7 +520,7 @@ def _connect_wait(conn: Any, connecting: _deadline.ConnectDeadline, waiter: Wait
     it cached for that fd number (see :func:`_adopt`); and when the attempt fails, the socket
     psycopg2 is about to close is forgotten too."""
     deadline = connecting.deadline
-    limit = _deadline._op_deadline.get()
+    limit = _deadline.current()
     by_timeout = limit is not None and (deadline is None or limit[0] < deadline)
     if by_timeout:
         assert limit is not None

@@ -22,8 +22,7 @@ from typing import Any, Optional
 import psycopg2
 import psycopg2.extensions as ext
 
-from . import _pgerror
-from ._connection import _enter, _leave
+from . import _guard, _pgerror
 
 __all__ = ["LargeObject", "green_lobject_class", "open_lobject"]
 
@@ -242,8 +241,7 @@ class LargeObject:
 
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> None:
         conn = self._conn
-        entered = _enter(conn) if hasattr(conn, "_pg_owner") else False
-        try:
+        with _guard.using(conn):
             try:
                 self._cur.execute(sql, args)
             except psycopg2.extensions.QueryCanceledError:
@@ -253,10 +251,6 @@ class LargeObject:
                     raise
                 # psycopg2's lo_* wrappers report every server error as a plain OperationalError.
                 raise _as_operational(e) from e
-        except BaseException as e:
-            _leave(conn, entered, e)
-            raise
-        _leave(conn, entered)
 
 
 def _as_operational(e: psycopg2.Error) -> psycopg2.OperationalError:
@@ -302,7 +296,7 @@ def _is_ours(factory: Any) -> bool:
     return isinstance(factory, type) and issubclass(factory, LargeObject)
 
 
-class _GreenCLargeObject(LargeObject, ext.lobject):  # type: ignore[misc]
+class _GreenCLargeObject(LargeObject, ext.lobject):
     """:class:`LargeObject` that is also a psycopg2 C ``lobject``: the base of the classes made for
     ``lobject_factory=`` subclasses of psycopg2's lobject. Every method and attribute psycopg2's
     lobject has is defined by :class:`LargeObject`, which comes first in the MRO, so the C part is

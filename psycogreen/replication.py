@@ -29,10 +29,10 @@ import psycopg2
 import psycopg2._psycopg as _psycopg
 import psycopg2.extensions as ext
 
-from . import _libpq, _wait
-from ._connection import _enter, _leave
+from . import _guard, _libpq, _wait
 from ._core import READ
 from ._core import replication as _repl
+from ._core.generators import wait_socket
 
 __all__ = ["AsyncReplicationMixin", "GreenReplicationMixin", "ReplicationMessage"]
 
@@ -94,8 +94,7 @@ class GreenReplicationMixin:
         if status_interval < 1.0:
             raise psycopg2.ProgrammingError("status_interval must be >= 1 (sec)")
         conn = cur.connection
-        entered = _enter(conn)
-        try:
+        with _guard.using(conn):
             ptr = _libpq.pgconn(conn)
             control = _wait.Control()
             _wait.drive(_repl.start(ptr, sql, control), conn, control=control)
@@ -105,10 +104,6 @@ class GreenReplicationMixin:
             st.started = True
             st.last_io = time.time()
             self.__dict__["_pg_repl_state"] = st
-        except BaseException as e:
-            _leave(conn, entered, e)
-            raise
-        _leave(conn, entered)
 
     def read_message(self) -> Optional[ReplicationMessage]:
         """The next message if one is available without waiting, else None (psycopg2's)."""
@@ -117,13 +112,8 @@ class GreenReplicationMixin:
             return super().read_message()  # type: ignore[misc,no-any-return]
         _check_open(cur)
         conn = cur.connection
-        entered = _enter(conn)
-        try:
+        with _guard.using(conn):
             msg = self._read(conn)
-        except BaseException as e:
-            _leave(conn, entered, e)
-            raise
-        _leave(conn, entered)
         return msg
 
     def _read(self, conn: Any) -> Optional[ReplicationMessage]:
@@ -165,27 +155,26 @@ class GreenReplicationMixin:
         if keepalive_interval:
             st.status_interval = float(keepalive_interval)
         conn = cur.connection
-        entered = _enter(conn)
-        st.consuming = True
-        try:
-            waiter = _wait.current_waiter()
-            while True:
-                msg = self._read(conn)
-                if msg is not None:
-                    consume(msg)
-                    continue
-                if not st.started:
-                    return  # the server ended the stream
-                timeout = st.last_feedback + st.status_interval - time.time()
-                if timeout > 0:
-                    # One cooperative wait; the loop above decides what to do next.
-                    waiter.wait_fd(conn.fileno(), READ, timeout)
-        except BaseException as e:
-            st.consuming = False
-            _leave(conn, entered, e)
-            raise
-        st.consuming = False
-        _leave(conn, entered)
+        with _guard.using(conn):
+            st.consuming = True
+            try:
+                self._consume(conn, st, consume)
+            finally:
+                st.consuming = False
+
+    def _consume(self, conn: Any, st: _repl.ReplState, consume: Callable[[ReplicationMessage], Any]) -> None:
+        while True:
+            msg = self._read(conn)
+            if msg is not None:
+                consume(msg)
+                continue
+            if not st.started:
+                return  # the server ended the stream
+            timeout = st.last_feedback + st.status_interval - time.time()
+            if timeout > 0:
+                # One cooperative wait (through the driver: timeout() bounds it); the loop above
+                # decides what to do next.
+                _wait.drive(wait_socket(conn.fileno(), READ), conn, timeout=timeout, idle=True)
 
     def send_feedback(
         self,
@@ -208,14 +197,9 @@ class GreenReplicationMixin:
         st.apply_lsn = max(st.apply_lsn, apply_lsn)
         if force or reply:
             conn = cur.connection
-            entered = _enter(conn)
-            try:
+            with _guard.using(conn):
                 ptr = _libpq.pgconn(conn)
                 _wait.drive(_repl.send_feedback(ptr, st, reply), conn, on_interrupt=_no_cancel)
-            except BaseException as e:
-                _leave(conn, entered, e)
-                raise
-            _leave(conn, entered)
 
     @property
     def wal_end(self) -> int:
@@ -262,7 +246,7 @@ def _wait_callback_suspended() -> Iterator[None]:
     non-blocking C call with no switch inside, so unregistering the callback around it hides it
     from nobody else in this thread."""
     callback = ext.get_wait_callback()
-    ext.set_wait_callback(None)  # type: ignore[arg-type]
+    ext.set_wait_callback(None)
     try:
         yield
     finally:

@@ -20,7 +20,7 @@ import pytest
 
 import psycogreen
 import psycogreen.aio as aio
-from psycogreen import errors
+from psycogreen import _guard, errors
 
 pytestmark = pytest.mark.anyio
 
@@ -368,7 +368,7 @@ async def test_concurrent_use_is_refused(aconn: aio.AsyncConnection) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(first)
-        while aconn.raw._pg_owner is None:  # until the first task's statement holds the connection
+        while not _guard.in_use(aconn.raw):  # until the first task's statement holds the connection
             await anyio.sleep(0.001)
         with pytest.raises(errors.ConcurrentUseError, match="already in use"):
             await aconn.cursor().execute("select 2")

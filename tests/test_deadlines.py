@@ -18,7 +18,7 @@ CANCEL_PATHS = {"nonblocking": {}, "thread": {"PSYCOGREEN_CANCEL": "thread"}}
 def test_interrupts_cancel_on_server_and_keep_connection(
     run_script: Callable[..., Any], framework: str, cancel_path: str
 ) -> None:
-    out = run_script("interrupts.py", framework, "kinds", env=CANCEL_PATHS[cancel_path])
+    out = run_script("deadlines.py", framework, "kinds", env=CANCEL_PATHS[cancel_path])
     expected = {
         "deadline": "QueryTimeout",
         "timeout": "Timeout",
@@ -39,7 +39,7 @@ def test_interrupts_cancel_on_server_and_keep_connection(
 
 @pytest.mark.parametrize("framework", ALL)
 def test_user_cancel_does_not_block(run_script: Callable[..., Any], framework: str) -> None:
-    out = run_script("interrupts.py", framework, "user_cancel")
+    out = run_script("deadlines.py", framework, "user_cancel")
     assert out["exc"] == "QueryCanceledError"
     assert out["gone_after"] < 1.0
     assert out["usable"]
@@ -49,7 +49,7 @@ def test_user_cancel_does_not_block(run_script: Callable[..., Any], framework: s
 
 @pytest.mark.parametrize("framework", ["gevent", "threads"])
 def test_timeout_nesting_and_shared_deadline(run_script: Callable[..., Any], framework: str) -> None:
-    out = run_script("interrupts.py", framework, "nesting")
+    out = run_script("deadlines.py", framework, "nesting")
     name, is_qce, msg = out["inner"]
     assert name == "QueryTimeout" and is_qce
     assert "0.2 s" in msg and "cancelled on the server" in msg
@@ -62,7 +62,7 @@ def test_timeout_nesting_and_shared_deadline(run_script: Callable[..., Any], fra
 
 @pytest.mark.parametrize("framework", ALL)
 def test_connect_timeout_failover_and_resolution(run_script: Callable[..., Any], framework: str) -> None:
-    out = run_script("interrupts.py", framework, "connect")
+    out = run_script("deadlines.py", framework, "connect")
     single = out["single"]
     assert 0.8 < single["elapsed"] < 2.5, single
     assert single["type"] == "OperationalError"
@@ -79,14 +79,14 @@ def test_connect_timeout_failover_and_resolution(run_script: Callable[..., Any],
 
 @pytest.mark.parametrize("framework", GREEN)
 def test_interrupt_while_connecting_leaks_nothing(run_script: Callable[..., Any], framework: str) -> None:
-    out = run_script("interrupts.py", framework, "interrupt_connect")
+    out = run_script("deadlines.py", framework, "interrupt_connect")
     assert out["results"] == ["Timeout"] * 5
     assert out["fd_delta"] <= 0
 
 
 @pytest.mark.parametrize("framework", GREEN)
 def test_interrupt_during_commit_and_named_fetch(run_script: Callable[..., Any], framework: str) -> None:
-    out = run_script("interrupts.py", framework, "commit_and_fetch")
+    out = run_script("deadlines.py", framework, "commit_and_fetch")
     assert out["commit_exc"] == "Timeout" and out["commit_raised_after"] < 2.0
     assert out["commit_gone_after"] < 1.0
     assert out["commit_usable"]
@@ -98,7 +98,7 @@ def test_interrupt_during_commit_and_named_fetch(run_script: Callable[..., Any],
 
 @pytest.mark.parametrize("framework", GREEN)
 def test_thousand_random_interrupts(run_script: Callable[..., Any], framework: str) -> None:
-    out = run_script("interrupts.py", framework, "storm")
+    out = run_script("deadlines.py", framework, "storm")
     assert out["interrupted"] + out["completed"] == 1000
     assert out["interrupted"] > 100
     assert out["usable"] == out["workers"]  # every connection survived
@@ -109,7 +109,7 @@ def test_thousand_random_interrupts(run_script: Callable[..., Any], framework: s
 
 @pytest.mark.parametrize("framework", GREEN)
 def test_concurrent_use_is_refused_at_once(run_script: Callable[..., Any], framework: str) -> None:
-    out = run_script("interrupts.py", framework, "concurrent")
+    out = run_script("deadlines.py", framework, "concurrent")
     assert out["second"]["type"] == "ConcurrentUseError" and out["second"]["is_prog"]
     assert "already in use by" in out["second"]["msg"] and "pool" in out["second"]["msg"]
     assert out["refused_after"] < 0.5  # refused at once, not after the first caller's 2 s query
@@ -120,7 +120,7 @@ def test_concurrent_use_is_refused_at_once(run_script: Callable[..., Any], frame
 
 @pytest.mark.parametrize("framework", ALL)
 def test_dead_network_returns_within_deadline(run_script: Callable[..., Any], framework: str) -> None:
-    out = run_script("interrupts.py", framework, "dead_network", env={"PSYCOGREEN_CANCEL_GRACE": "1"})
+    out = run_script("deadlines.py", framework, "dead_network", env={"PSYCOGREEN_CANCEL_GRACE": "1"})
     assert out["exc"] == "QueryTimeout"
     # deadline 0.5 s + cancel grace 1 s, generous margin
     assert out["elapsed"] < 4.0

@@ -18,7 +18,7 @@ import pytest
 
 import psycogreen
 import psycogreen.aio as aio
-from psycogreen import _deadline, _libpq
+from psycogreen import _deadline, _guard, _libpq
 from psycogreen.errors import QueryTimeout
 from psycogreen.testing import FaultProxy
 
@@ -351,7 +351,7 @@ async def test_aio_close_from_another_task_on_a_dead_network(
         await conn.cursor().execute("select 1")
 
         async def stalled() -> bool:
-            if conn.raw._pg_owner is None:
+            if not _guard.in_use(conn.raw):
                 return False
             proxy.stall()
             return True

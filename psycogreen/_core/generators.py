@@ -30,6 +30,14 @@ def poll_conn(conn: Any) -> PQGen[None]:
             raise psycopg2.OperationalError(f"bad result from poll: {state!r}")
 
 
+def wait_socket(fd: int, events: int) -> PQGen[int]:
+    """One wait for ``fd``, through the driver (so deadlines and interrupts apply): the events that
+    became ready, or 0 when the driver's own ``timeout`` passed first. For the waits where nothing
+    runs on the server and nothing is to be polled yet (``notifies()``, ``consume_stream``)."""
+    ready: int = yield fd, events
+    return ready
+
+
 def poll_conn_after(conn: Any, fd: int, events: int) -> PQGen[None]:
     """:func:`poll_conn` resumed at a wait for ``(fd, events)``: the hand-over point of the wait
     callback's inlined fast path when something unusual (an interrupt) happens mid-wait."""

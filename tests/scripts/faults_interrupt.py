@@ -25,16 +25,9 @@ import kit
 import psycopg2
 
 import psycogreen
+from psycogreen._guard import in_use_by_other
 from psycogreen.errors import ConcurrentUseError, QueryTimeout
 from psycogreen.testing import FaultProxy
-
-try:
-    from psycogreen._connection import in_use_by_other
-except ImportError:  # an older psycogreen (to see these tests fail before the fix)
-
-    def in_use_by_other(conn: Any) -> bool:
-        return conn._pg_owner is not None  # type: ignore[no-any-return]
-
 
 SCENARIO = sys.argv[2]
 FW = kit.FRAMEWORK

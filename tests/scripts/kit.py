@@ -108,6 +108,7 @@ else:
     Timeout = None
 
 import psycopg2  # noqa: E402
+import ticker as _ticker  # noqa: E402
 
 import psycogreen  # noqa: E402
 
@@ -115,29 +116,12 @@ PATCHED = psycogreen.patch(FRAMEWORK if FRAMEWORK != "threads" else "threads")
 DSN = os.environ["PSYCOGREEN_TEST_DSN"]
 
 
-class Ticker:
-    """Ticks every ``interval`` seconds in its own greenlet; ``max_gap`` is the worst stall seen."""
+class Ticker(_ticker.Ticker):
+    """Ticks every ``interval`` seconds in its own greenlet of this framework; ``max_gap`` is the
+    worst stall seen (see ``ticker.py``, shared with ``patch_order.py``)."""
 
     def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
-        self.max_gap = 0.0
-        self.ticks = 0
-        self._stop = False
-        self._g = spawn(self._run)
-
-    def _run(self) -> None:
-        last = time.monotonic()
-        while not self._stop:
-            sleep(self.interval)
-            now = time.monotonic()
-            self.max_gap = max(self.max_gap, now - last)
-            self.ticks += 1
-            last = now
-
-    def stop(self) -> float:
-        self._stop = True
-        sleep(self.interval * 2)
-        return self.max_gap
+        super().__init__(spawn, sleep, interval)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:

@@ -67,26 +67,11 @@ else:
 import psycopg2  # noqa: E402
 
 
-class Ticker:
-    """Ticks every 5 ms in its own greenlet; ``max_gap`` is the worst stall of the hub."""
+def Ticker() -> Any:  # noqa: N802 - stands for the class
+    """The shared hub-stall probe (tests/scripts/ticker.py) on this framework."""
+    from ticker import Ticker as _Ticker
 
-    def __init__(self) -> None:
-        self.max_gap = 0.0
-        self.stopped = False
-        self.g = spawn(self.run)
-
-    def run(self) -> None:
-        last = time.monotonic()
-        while not self.stopped:
-            sleep(0.005)
-            now = time.monotonic()
-            self.max_gap = max(self.max_gap, now - last)
-            last = now
-
-    def stop(self) -> float:
-        self.stopped = True
-        sleep(0.02)
-        return self.max_gap
+    return _Ticker(spawn, sleep)
 
 
 def concurrently(query: Callable[[int], None]) -> dict[str, float]:

@@ -9,6 +9,7 @@ import time
 import kit
 import psycopg2
 
+from psycogreen import _guard
 from psycogreen.errors import ConcurrentUseError
 
 if kit.FRAMEWORK == "gevent":
@@ -53,7 +54,7 @@ while len(checked) < THREADS and time.monotonic() < deadline:
 greenlet_error = None
 if kit.FRAMEWORK != "threads":
     g = kit.spawn(lambda: conn.cursor().execute("select pg_sleep(0.5)"))
-    kit.wait_until(lambda: conn._pg_owner is not None, what="the first greenlet inside")
+    kit.wait_until(lambda: _guard.in_use(conn), what="the first greenlet inside")
     try:
         conn.cursor().execute("select 1")
     except ConcurrentUseError as e:

@@ -21,6 +21,7 @@ import psycopg2.errors
 import psycopg2.extensions as ext
 
 import psycogreen
+from psycogreen import _guard
 from psycogreen.errors import ConcurrentUseError, QueryTimeout
 
 SCENARIO = sys.argv[2]
@@ -368,7 +369,7 @@ def scenario_concurrent() -> dict[str, Any]:
         first["row"] = cur.fetchone()[1]
 
     g = kit.spawn(q)
-    kit.wait_until(lambda: conn._pg_owner is not None, what="the first greenlet to own the connection")
+    kit.wait_until(lambda: _guard.in_use(conn), what="the first greenlet to own the connection")
     t0 = time.monotonic()
     try:
         conn.cursor().execute("select 1")

@@ -1,0 +1,169 @@
+"""The guard (psycogreen._guard) on fake connections, and the inlined ``cursor.execute`` fast path
+agreeing with the general ``with using(conn)`` path in every state."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+from typing import Any, Callable, Optional
+
+import greenlet
+import psycopg2
+import psycopg2.extensions as ext
+import pytest
+
+from psycogreen import _connection, _guard
+from psycogreen.errors import ConcurrentUseError, QueryTimeout
+
+
+class FakeConn(_guard.GreenState):
+    """Carries the guard state like a psycogreen connection, without a server."""
+
+    closed = 0
+
+
+class Interrupt(BaseException):
+    """Stands for gevent.Timeout, GreenletExit, KeyboardInterrupt."""
+
+
+def test_is_green() -> None:
+    assert _guard.is_green(FakeConn())
+    assert not _guard.is_green(object())
+    assert issubclass(_connection.green_connection_class(ext.connection), _guard.GreenState)
+
+
+def test_enter_leave_nesting_and_reads() -> None:
+    conn = FakeConn()
+    assert not _guard.in_use(conn) and not _guard.inside(conn)
+    with _guard.using(conn):
+        assert _guard.in_use(conn) and _guard.inside(conn) and not _guard.in_use_by_other(conn)
+        with _guard.using(conn):
+            assert conn._pg_depth == 2
+        assert _guard.in_use(conn)
+    assert not _guard.in_use(conn) and not _guard.busy(conn)
+
+
+def test_other_greenlet_of_this_thread_gets_concurrent_use_error() -> None:
+    conn = FakeConn()
+    seen: list[BaseException] = []
+    with _guard.using(conn):
+
+        def other() -> None:
+            assert _guard.in_use_by_other(conn)
+            try:
+                with _guard.using(conn):
+                    pass
+            except ConcurrentUseError as e:
+                seen.append(e)
+
+        greenlet.greenlet(other).switch()
+    assert len(seen) == 1 and "already in use" in str(seen[0])
+
+
+def test_parked_interrupt_is_raised_by_the_outermost_call() -> None:
+    conn = FakeConn()
+    exc = Interrupt()
+    with pytest.raises(Interrupt) as info:
+        with _guard.using(conn):
+            with _guard.using(conn):
+                _guard.park(conn, exc)
+                assert _guard.parked(conn)
+            assert _guard.parked(conn)  # still inside: not delivered yet
+    assert info.value is exc
+    assert not _guard.parked(conn) and not _guard.in_use(conn)
+
+
+def test_not_green_runs_unguarded() -> None:
+    plain = SimpleNamespace()
+    with _guard.using(plain):
+        pass
+    assert not hasattr(plain, "_pg_owner")
+
+
+def test_compat_names_stay_importable() -> None:
+    assert _connection.in_use_by_other is _guard.in_use_by_other
+    assert _connection.stop_other_user is _guard.stop_other_user
+    assert _connection._enter is _guard.enter and _connection._leave is _guard.leave
+
+
+# -- the execute fast path agrees with the general path ------------------------------------------
+
+
+def _general(cur: Any, query: Any, vars: Any = None) -> None:
+    with _guard.using(cur.connection):
+        _connection._cursor_execute(cur, query, vars)
+
+
+_fast = _connection.GreenCursorMixin.__dict__["execute"]
+
+
+def _behaviours() -> dict[str, Callable[[Any], None]]:
+    def ok(conn: Any) -> None:
+        pass
+
+    def fails(conn: Any) -> None:
+        raise psycopg2.DatabaseError("boom")
+
+    def parks_timeout(conn: Any) -> None:
+        _guard.park(conn, QueryTimeout("deadline"))
+
+    def parks_and_fails(conn: Any) -> None:
+        _guard.park(conn, QueryTimeout("deadline"))
+        raise ext.QueryCanceledError("canceling statement due to user request")
+
+    def parks_interrupt_and_fails(conn: Any) -> None:
+        _guard.park(conn, Interrupt("killed"))
+        raise ext.QueryCanceledError("canceling statement due to user request")
+
+    return {f.__name__: f for f in (ok, fails, parks_timeout, parks_and_fails, parks_interrupt_and_fails)}
+
+
+def _start_states() -> dict[str, Callable[[FakeConn], None]]:
+    def free(conn: FakeConn) -> None:
+        pass
+
+    def mine(conn: FakeConn) -> None:
+        _guard.enter(conn)
+
+    def stale_parked(conn: FakeConn) -> None:
+        conn._pg_pending = Interrupt("left over")
+
+    def other_greenlet(conn: FakeConn) -> None:
+        conn._pg_owner = greenlet.greenlet(lambda: None)
+        conn._pg_depth = 1
+
+    return {f.__name__: f for f in (free, mine, stale_parked, other_greenlet)}
+
+
+def _outcome(
+    path: Any, start: Callable[[FakeConn], None], behaviour: Callable[[Any], None]
+) -> tuple[Any, ...]:
+    conn = FakeConn()
+    start(conn)
+    cur = SimpleNamespace(connection=conn)
+    error: Optional[BaseException] = None
+    try:
+        path(cur, "select 1")
+    except BaseException as e:  # noqa: BLE001 - compared below
+        error = e
+    owner = conn._pg_owner
+    state = (
+        "none" if owner is None else "me" if owner is greenlet.getcurrent() else "other",
+        conn._pg_depth,
+        type(conn._pg_pending).__name__,
+    )
+    text = re.sub(r"<greenlet.*?>", "<greenlet>", str(error))
+    err = None if error is None else (type(error).__name__, text, type(error.__cause__).__name__)
+    return err, state
+
+
+@pytest.mark.parametrize("start", list(_start_states()))
+@pytest.mark.parametrize("behaviour", list(_behaviours()))
+def test_execute_fast_path_agrees_with_general_path(
+    start: str, behaviour: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    do = _behaviours()[behaviour]
+    monkeypatch.setattr(_connection, "_cursor_execute", lambda cur, q, v: do(cur.connection))
+    fast = _outcome(_fast, _start_states()[start], do)
+    general = _outcome(_general, _start_states()[start], do)
+    assert fast == general
