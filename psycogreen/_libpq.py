@@ -24,6 +24,7 @@ __all__ = [
     "LIBPQ_VERSION",
     "lib",
     "pgconn",
+    "unprototyped",
 ]
 
 lib: Any = ctypes.CDLL(_psycopg.__file__)
@@ -88,6 +89,7 @@ _bind("PQputCopyData", c_int, [c_void_p, c_char_p, c_int])
 _bind("PQputCopyEnd", c_int, [c_void_p, c_char_p])
 _bind("PQgetCopyData", c_int, [c_void_p, ctypes.POINTER(c_void_p), c_int])
 _bind("PQfreemem", None, [c_void_p])
+_bind("PQgetlineAsync", c_int, [c_void_p, c_void_p, c_int])
 _bind("PQsetnonblocking", c_int, [c_void_p, c_int])
 _bind("PQisnonblocking", c_int, [c_void_p])
 _bind("PQgetCancel", c_void_p, [c_void_p])
@@ -105,6 +107,20 @@ _has_cancel_api = all(
         _bind("PQcancelFinish", None, [c_void_p]),
     ]
 )
+
+
+def unprototyped(name: str, restype: Any) -> Any:
+    """A second handle on libpq function ``name`` from the same library, without ``argtypes``.
+
+    ctypes then skips converting each argument, which is most of the cost of a call: worth it in
+    hot loops whose arguments are all ready-made ctypes objects or small ints (a wrong argument
+    is not caught, so use it only there). ``lib[name]`` makes a new function object each time,
+    leaving the prototyped ``lib.name`` untouched.
+    """
+    fn = lib[name]
+    fn.restype = restype
+    return fn
+
 
 LIBPQ_VERSION: int = lib.PQlibVersion()
 
