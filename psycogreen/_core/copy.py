@@ -456,7 +456,7 @@ def _copy_out(ptr: int, control: Any, outcome: CopyOutcome, cancel_on_error: boo
                 reply = yield buf[:pos]
                 if reply is not None:
                     break
-                pos, space = 0, cap
+                pos, mark, space = 0, 0, cap
                 if _monotonic() >= next_turn:
                     # A fast server keeps libpq's buffer full: give the hub a turn now and then
                     # (waiting for writability returns at once; waiting for reads could wait
