@@ -36,7 +36,7 @@ import psycopg2.sql
 
 from . import _libpq, _members, _wait
 from ._core import PQGen
-from ._core.copy import NEED_DATA, BadChunk, CopyGen, CopyOutcome, copy
+from ._core.copy import BadChunk, CopyGen, CopyOutcome, copy
 
 __all__ = ["copy_expert", "copy_from", "copy_to"]
 
@@ -248,13 +248,13 @@ def with_file(
     try:
         request = next(protocol)
         while True:
-            if request.__class__ is tuple:
+            if isinstance(request, tuple):
                 ready = yield request
                 request = send(ready)
-            elif request is NEED_DATA:
-                request = send(_read(source))
-            else:
+            elif isinstance(request, bytes):
                 request = send(_write(sink, request))
+            else:  # NEED_DATA: the next chunk
+                request = send(_read(source))
     except StopIteration as stop:
         outcome: CopyOutcome = stop.value
         return outcome

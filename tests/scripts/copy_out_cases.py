@@ -30,7 +30,8 @@ SETUP = [
     "create temp table o_empty (i int, t text)",
     # characters every encoding below can represent; rows up to ~400 KB once encoded
     "create temp table o_latin as select i, repeat('éñÿ\u00e0', i * 9000) as t from generate_series(1, 12) i",
-    "create temp table o_jp as select i, repeat('日本語テキスト', i * 9000) as t from generate_series(1, 8) i",
+    "create temp table o_jp as select i, repeat('日本語テキスト', i * 9000) as t "
+    "from generate_series(1, 8) i",
 ]
 
 #: (name, client encoding, statement, file kind): "bytes" writes to a BytesIO, "text" to a StringIO
