@@ -23,8 +23,9 @@ __all__ = [
     "HAS_NONBLOCKING_CANCEL",
     "LIBPQ_VERSION",
     "lib",
+    "hot_function",
+    "hot_pointer",
     "pgconn",
-    "unprototyped",
 ]
 
 lib: Any = ctypes.CDLL(_psycopg.__file__)
@@ -109,17 +110,21 @@ _has_cancel_api = all(
 )
 
 
-def unprototyped(name: str, restype: Any) -> Any:
-    """A second handle on libpq function ``name`` from the same library, without ``argtypes``.
-
-    ctypes then skips converting each argument, which is most of the cost of a call: worth it in
-    hot loops whose arguments are all ready-made ctypes objects or small ints (a wrong argument
-    is not caught, so use it only there). ``lib[name]`` makes a new function object each time,
-    leaving the prototyped ``lib.name`` untouched.
+def hot_function(name: str, restype: Any) -> Any:
+    """libpq function ``name`` for a hot loop, from the same library handle: no ``argtypes``
+    (ctypes then skips converting each argument, most of the cost of a call) and the GIL kept
+    during the call (releasing and retaking it costs more than a libpq call that only copies
+    memory). Only for calls that never block, with ready-made ctypes objects or small ints as
+    arguments: a wrong argument is not caught.
     """
-    fn = lib[name]
-    fn.restype = restype
-    return fn
+    address: int = ctypes.cast(getattr(lib, name), c_void_p).value or 0
+    return ctypes.PYFUNCTYPE(restype)(address)
+
+
+def hot_pointer(address: int) -> Any:
+    """``address`` as a ready-made pointer argument for :func:`hot_function` calls: ctypes passes
+    it as is, where a ``c_void_p`` would be converted again on every call."""
+    return c_void_p.from_param(address)
 
 
 LIBPQ_VERSION: int = lib.PQlibVersion()

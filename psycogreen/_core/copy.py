@@ -414,10 +414,13 @@ def _abort_message(exc: BaseException) -> bytes:
 #: Bytes of COPY TO rows gathered before they are handed over for one ``file.write()``.
 BATCH = 1 << 16
 
-#: Initial size of the buffer COPY TO rows are read into: a batch plus room for a row that
-#: crosses the batch boundary. It doubles for a row that does not fit (a row is never split
-#: between two writes: text files decode each write on its own).
-BUFFER = 2 * BATCH
+#: Room offered to each ``PQgetlineAsync`` call: a longer row takes the slow path (:func:`_long_row`).
+ROOM = 1 << 16
+
+#: Initial size of the buffer COPY TO rows are read into: a batch plus the room for one more row,
+#: so the room offered never changes while a batch fills. It doubles for a row that does not fit
+#: (a row is never split between two writes: text files decode each write on its own).
+BUFFER = BATCH + ROOM
 
 
 def _copy_out(ptr: int, control: Any, outcome: CopyOutcome, cancel_on_error: bool = True) -> CopyGen[None]:
@@ -426,83 +429,108 @@ def _copy_out(ptr: int, control: Any, outcome: CopyOutcome, cancel_on_error: boo
 
     ``PQgetlineAsync`` returns a row's length, 0 when no complete row is buffered, -1 at the end
     of the copy (protocol 3 sends no ``\\.`` marker) and, when the room offered is smaller than the
-    row, the part that fits — the rest comes with the next calls. Every buffered row is taken
-    before waiting, and libpq is asked once to read the socket before waiting for it.
-    Interrupts only arrive while suspended, so they are checked after each yield.
+    row, the part that fits (see :func:`_long_row`). Every buffered row is taken before waiting,
+    and libpq is asked once to read the socket before waiting for it. Interrupts only arrive
+    while suspended, so they are checked after each yield.
     """
-    get = _getline  # unprototyped: called with ready-made ctypes objects, half the cost
+    get = _getline
     byref = ctypes.byref
     consume = _libpq.lib.PQconsumeInput
-    cptr = ctypes.c_void_p(ptr)
+    room, batch = ROOM, BATCH  # locals: the per-row path reads them
+    cptr = _libpq.hot_pointer(ptr)
     fd = _libpq.lib.PQsocket(ptr)
-    cap = BUFFER
-    buf: Any = ctypes.create_string_buffer(cap)  # buf[:n] is bytes (ctypes' stubs say list)
-    pos = 0  # bytes in buf
-    space = cap  # cap - pos
-    mark = 0  # where the last whole row in buf ends
-    read_since_wait = False
+    buf: Any = ctypes.create_string_buffer(BUFFER)  # buf[:n] is bytes (ctypes' stubs say list)
+    pos = 0  # bytes in buf, whole rows; < batch whenever a row is read, so room always fits
+    idle_pos = -1  # pos when libpq last read the socket: nothing new since, if still equal
     next_turn = _monotonic() + TURN
     reply: Any = None
     while True:
-        n = get(cptr, byref(buf, pos), space)
-        if n > 0:
-            read_since_wait = True
+        n = get(cptr, byref(buf, pos), room)
+        if 0 < n < room:  # a whole row: the per-row path, keep it short
             pos += n
-            if n < space:  # a whole row
-                space -= n
-                mark = pos
-                if pos < BATCH:
-                    continue
+            if pos < batch:
+                continue
+        elif n > 0:  # a row longer than the room: read the rest of it
+            reply, buf, pos = yield from _long_row(cptr, buf, pos, n)
+            if reply is not None:
+                break
+        elif n == 0:
+            if pos != idle_pos:  # rows came since libpq last read: ask it to read again first
+                if not consume(ptr):
+                    raise psycopg2.OperationalError(_libpq.error_message(ptr))
+                idle_pos = pos
+                continue
+            if pos:
                 reply = yield buf[:pos]
                 if reply is not None:
                     break
-                pos, mark, space = 0, 0, cap
-                if _monotonic() >= next_turn:
-                    # A fast server keeps libpq's buffer full: give the hub a turn now and then
-                    # (waiting for writability returns at once; waiting for reads could wait
-                    # forever for data that is already buffered).
-                    yield fd, WRITE
-                    next_turn = _monotonic() + TURN
-                    if control is not None and control.interrupt is not None:
-                        break
-                continue
-            # The buffer is full, maybe in the middle of a row: hand over the whole rows and keep
-            # the rest, or make room for a row larger than the buffer.
-            if mark:
-                reply = yield buf[:mark]
-                if reply is not None:
-                    break
-                ctypes.memmove(buf, byref(buf, mark), pos - mark)
-                pos -= mark
-                mark = 0
-            else:
-                cap *= 2
-                bigger = ctypes.create_string_buffer(cap)
-                ctypes.memmove(bigger, buf, pos)
-                buf = bigger
-            space = cap - pos
-        elif n == 0:
-            # No whole row buffered: everything in buf is whole rows.
-            if not read_since_wait:
-                if pos:
-                    reply = yield buf[:pos]
-                    if reply is not None:
-                        break
-                    pos, mark, space = 0, 0, cap
-                yield fd, READ
-                next_turn = _monotonic() + TURN
-                if control is not None and control.interrupt is not None:
-                    break  # the driver has cancelled the statement
-            read_since_wait = False
+                pos = 0
+            yield fd, READ  # nothing new since libpq last read: wait for the socket
+            next_turn = _monotonic() + TURN
+            if control is not None and control.interrupt is not None:
+                break  # the driver has cancelled the statement
             if not consume(ptr):
                 raise psycopg2.OperationalError(_libpq.error_message(ptr))
+            idle_pos = pos
+            continue
         else:  # -1: the end of the copy (or of the connection: the results say which)
             if pos:
                 reply = yield buf[:pos]
                 if reply is not None:
                     _file_failed(outcome, reply)
             return  # a last write that failed after the server sent everything: nothing to stop
+        # A batch is full (or a long row was read): hand it over.
+        reply = yield buf[:pos]
+        if reply is not None:
+            break
+        pos = 0
+        if _monotonic() >= next_turn:
+            # A fast server keeps libpq's buffer full: give the hub a turn now and then (waiting
+            # for writability returns at once; waiting for reads could wait forever for data
+            # that is already buffered).
+            yield fd, WRITE
+            next_turn = _monotonic() + TURN
+            if control is not None and control.interrupt is not None:
+                break
     yield from _abort_copy_out(ptr, control, outcome, reply, cancel_on_error)
+
+
+def _long_row(cptr: Any, buf: Any, pos: int, n: int) -> CopyGen[tuple[Any, Any, int]]:
+    """The rest of a row longer than the room offered: ``PQgetlineAsync`` gave its first ``n``
+    bytes (the rest is already in libpq's buffer). Hands the whole rows before it over and keeps
+    the row's start, or doubles the buffer when the row alone fills it, until the row is complete
+    — a row is never split between two writes (text files decode each write on its own).
+    Returns the driver's reply (None, or the file's exception), the buffer and its fill (whole
+    rows only).
+
+    A row that exactly fills the room looks the same as a partial one; treating it as partial
+    only means asking for more: the next call then starts a new row (kept with this one) or
+    says 0 or -1.
+    """
+    start = pos  # where the long row begins
+    pos += n
+    if pos < len(buf):  # room left in buf: ask for the rest there first
+        n = _getline(cptr, ctypes.byref(buf, pos), len(buf) - pos)
+        if n != len(buf) - pos:
+            return None, buf, pos + max(n, 0)
+        pos += n
+    while True:
+        if start:
+            reply = yield buf[:start]
+            if reply is not None:
+                return reply, buf, pos
+            ctypes.memmove(buf, ctypes.byref(buf, start), pos - start)
+            pos -= start
+            start = 0
+        else:
+            bigger = ctypes.create_string_buffer(2 * len(buf))
+            ctypes.memmove(bigger, buf, pos)
+            buf = bigger
+        space = len(buf) - pos
+        n = _getline(cptr, ctypes.byref(buf, pos), space)
+        if n != space:  # the row is complete (or it was, and libpq has nothing more yet: 0, -1)
+            return None, buf, pos + max(n, 0)
+        pos += n
 
 
 def _file_failed(outcome: CopyOutcome, exc: BaseException) -> None:
@@ -530,15 +558,15 @@ def _abort_copy_out(
     yield from discard_copy_data(ptr)
 
 
-#: ``PQgetlineAsync`` without argtypes: ctypes then skips per-argument conversion, which is most of
-#: the cost of a call; only called with ready-made ctypes objects and small ints.
-_getline: Any = _libpq.unprototyped("PQgetlineAsync", ctypes.c_int)
+#: ``PQgetlineAsync`` for the per-row loop (see :func:`psycogreen._libpq.hot_function`): it never
+#: blocks, it only copies a buffered row.
+_getline: Any = _libpq.hot_function("PQgetlineAsync", ctypes.c_int)
 
 
 def discard_copy_data(ptr: int) -> PQGen[None]:
     """Read and drop COPY data until libpq reports the end of the stream (COPY OUT or BOTH)."""
     consume = _libpq.lib.PQconsumeInput
-    cptr = ctypes.c_void_p(ptr)
+    cptr = _libpq.hot_pointer(ptr)
     buf = ctypes.create_string_buffer(BATCH)
     ref = ctypes.byref(buf)
     fd = _libpq.lib.PQsocket(ptr)

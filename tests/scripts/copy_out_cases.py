@@ -15,12 +15,13 @@ import hashlib
 import io
 from typing import Any, Optional
 
-#: Row widths around the batch (64 KB) and buffer (128 KB) sizes, and well past them.
-SIZES = [1, 65534, 65535, 65536, 65537, 2, 131069, 131070, 131071, 131072, 131073, 3, 262200, 400000, 0]
+#: Text row lengths ("i<TAB>pad<LF>") around the room offered per row (64 KB), the buffer
+#: (128 KB) and well past them, mixed with short rows so long ones also start mid-buffer.
+SIZES = [3, 65535, 65536, 65537, 4, 5, 131071, 131072, 131073, 6, 262200, 65536, 400000, 7, 65537]
 
 SETUP = [
     "create temp table o_narrow as select i, repeat('x', 30) as pad from generate_series(1, 20000) i",
-    "create temp table o_sizes as select i, repeat('y', n) as pad "
+    "create temp table o_sizes as select i, repeat('y', n - length(i::text) - 2) as pad "
     f"from unnest(array{SIZES}) with ordinality as u(n, i)",
     "create temp table o_types as select i, "
     "case when i % 7 = 0 then null else decode(repeat('00ff0a5c', i % 50 * 10), 'hex') end as b, "
