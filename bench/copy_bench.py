@@ -129,7 +129,9 @@ def run_psycopg3(dsn: str, data: bytes, mb: int, repeat: int) -> dict[str, float
 def child(
     args: argparse.Namespace, driver: str, width: str, mb: int, only: Optional[str] = None
 ) -> list[str]:
-    cmd = [sys.executable, __file__, "--dsn", args.dsn, "--mb", str(mb), "--repeat", str(args.repeat)]
+    """The command measuring one case in a fresh process (one run when counting instructions)."""
+    repeat = 1 if only else args.repeat
+    cmd = [sys.executable, __file__, "--dsn", args.dsn, "--mb", str(mb), "--repeat", str(repeat)]
     cmd += ["--one", driver, width]
     return cmd + (["--only", only] if only else [])
 
