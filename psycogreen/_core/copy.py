@@ -129,9 +129,7 @@ def error_from_result(res: int, ptr: int, cursor: Any = None) -> psycopg2.Error:
 
 def _decoder(ptr: int) -> Any:
     """The decoder psycopg2 would use for this connection's messages (its client encoding)."""
-    fn = _libpq.lib.PQparameterStatus
-    fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_char_p]
-    raw = fn(ptr, b"client_encoding")
+    raw = _libpq.lib.PQparameterStatus(ptr, b"client_encoding")
     name = raw.decode("ascii", "replace") if raw else "UTF8"
     try:
         return codecs.getdecoder(psycopg2.extensions.encodings.get(name, name))
