@@ -11,8 +11,8 @@ OUT >= 0.4x for narrow rows (pure Python), wide rows not slower than before.
 
 Throughput on a shared machine is noisy; ``--instructions`` adds the deterministic figure:
 instructions per row in the client process, counted by ``valgrind --tool=callgrind`` over two
-sizes (``--mb`` and 1/6 of it) so start-up cancels out; for COPY IN the cost of generating the
-rows in Python is measured by a run that only generates them and subtracted.
+sizes (``--mb`` and 1/6 of it) so start-up cancels out, minus the cost of generating the rows in
+Python (measured by a run that only generates them).
 """
 
 from __future__ import annotations
@@ -136,15 +136,16 @@ def child(
     return cmd + (["--only", only] if only else [])
 
 
-def instructions(args: argparse.Namespace, driver: str, width: str, only: str) -> Optional[float]:
-    """Client instructions per row of ``driver`` copying ``only`` ("in"/"out"), by callgrind."""
-
-    def count(drv: str, mb: int) -> tuple[int, int]:
+def callgrind(args: argparse.Namespace, driver: str, width: str, mb: int, only: str) -> tuple[int, int]:
+    """(instructions, rows) of one run of ``driver`` under callgrind; runs without a driver
+    ("none") are counted once per size."""
+    key = (driver, width, mb, "" if driver == "none" else only)
+    if key not in _COUNTS:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "callgrind.out")
             cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
             proc = subprocess.run(
-                cmd + child(args, drv, width, mb, only), capture_output=True, text=True, check=False
+                cmd + child(args, driver, width, mb, only), capture_output=True, text=True, check=False
             )
             if proc.returncode:
                 raise RuntimeError(f"callgrind run failed:\n{proc.stderr[-2000:]}")
@@ -152,15 +153,21 @@ def instructions(args: argparse.Namespace, driver: str, width: str, only: str) -
             with open(out) as f:
                 found = re.search(r"^summary: (\d+)", f.read(), re.M)
             assert found, "no summary line in the callgrind output"
-            return int(found.group(1)), rows
+            _COUNTS[key] = (int(found.group(1)), rows)
+    return _COUNTS[key]
 
+
+_COUNTS: dict[tuple[str, str, int, str], tuple[int, int]] = {}
+
+
+def instructions(args: argparse.Namespace, driver: str, width: str, only: str) -> Optional[float]:
+    """Client instructions per row of ``driver`` copying ``only`` ("in"/"out"), by callgrind: the
+    difference between two sizes (start-up cancels out) minus the same difference for a run that
+    only generates the rows in Python (every run does: COPY IN sends them, COPY OUT counts them)."""
     small = max(1, args.mb // 6)
-    (i1, r1), (i2, r2) = count(driver, small), count(driver, args.mb)
-    per_row = (i2 - i1) / (r2 - r1)
-    if only == "in":  # the rows were generated in Python: not the driver's cost
-        (g1, _), (g2, _) = count("none", small), count("none", args.mb)
-        per_row -= (g2 - g1) / (r2 - r1)
-    return per_row
+    (i1, r1), (i2, r2) = (callgrind(args, driver, width, mb, only) for mb in (small, args.mb))
+    (g1, _), (g2, _) = (callgrind(args, "none", width, mb, only) for mb in (small, args.mb))
+    return (i2 - i1 - (g2 - g1)) / (r2 - r1)
 
 
 def main() -> None:
