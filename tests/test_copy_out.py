@@ -146,3 +146,41 @@ def test_protocol_takes_and_gives_bytes(dsn: str, threads_patched: str) -> None:
         assert outcome.rowcount == 60
     finally:
         conn.close()
+
+
+class Boom(Exception):
+    pass
+
+
+class FailingWrite:
+    """Fails on write number ``at`` (1-based), after keeping the earlier ones."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.writes = at, 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        if self.writes == self.at:
+            raise Boom(f"write {self.at} failed")
+
+
+@pytest.mark.parametrize("at", [1, 2])
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_failing_write_during_long_rows(dsn: str, threads_patched: str, at: int, autocommit: bool) -> None:
+    """A write() failing while long rows are being reassembled raises the file's exception and
+    leaves the connection usable (and the transaction alive), as with short rows."""
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute(cases.SETUP[1])  # o_sizes: rows around and beyond the buffer
+        conn.autocommit = autocommit
+        with pytest.raises(Boom):
+            cur.copy_expert("copy o_sizes to stdout", FailingWrite(at))
+        cur.execute("select count(*) from o_sizes")
+        assert cur.fetchone() == (len(cases.SIZES),)
+        rec = cases.make_file("bytes")
+        cur.copy_expert("copy o_sizes to stdout", rec)  # and COPY works again
+        assert rec.file.getvalue().count(b"\n") == len(cases.SIZES)
+    finally:
+        conn.close()
