@@ -23,6 +23,8 @@ __all__ = [
     "HAS_NONBLOCKING_CANCEL",
     "LIBPQ_VERSION",
     "lib",
+    "hot_function",
+    "hot_pointer",
     "pgconn",
 ]
 
@@ -81,6 +83,8 @@ _bind("PQputCopyData", c_int, [c_void_p, c_char_p, c_int])
 _bind("PQputCopyEnd", c_int, [c_void_p, c_char_p])
 _bind("PQgetCopyData", c_int, [c_void_p, ctypes.POINTER(c_void_p), c_int])
 _bind("PQfreemem", None, [c_void_p])
+_bind("PQgetlineAsync", c_int, [c_void_p, c_void_p, c_int])
+_bind("PQparameterStatus", c_char_p, [c_void_p, c_char_p])
 _bind("PQgetCancel", c_void_p, [c_void_p])
 _bind("PQfreeCancel", None, [c_void_p])
 _bind("PQcancel", c_int, [c_void_p, c_char_p, c_int])
@@ -95,6 +99,24 @@ _has_cancel_api = all(
         _bind("PQcancelFinish", None, [c_void_p]),
     ]
 )
+
+
+def hot_function(name: str, restype: Any) -> Any:
+    """libpq function ``name`` for a hot loop, from the same library handle: no ``argtypes``
+    (ctypes then skips converting each argument, most of the cost of a call) and the GIL kept
+    during the call (releasing and retaking it costs more than a libpq call that only copies
+    memory). Only for calls that never block, with ready-made ctypes objects or small ints as
+    arguments: a wrong argument is not caught.
+    """
+    address: int = ctypes.cast(getattr(lib, name), c_void_p).value or 0
+    return ctypes.PYFUNCTYPE(restype)(address)
+
+
+def hot_pointer(address: int) -> Any:
+    """``address`` as a ready-made pointer argument for :func:`hot_function` calls: ctypes passes
+    it as is, where a ``c_void_p`` would be converted again on every call."""
+    return c_void_p.from_param(address)
+
 
 LIBPQ_VERSION: int = lib.PQlibVersion()
 

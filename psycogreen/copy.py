@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import codecs
 import io
-import time
 from typing import Any, Callable, Iterable, Optional
 
 import psycopg2
 import psycopg2.extensions as ext
 import psycopg2.sql
 
-from . import _libpq, _members, _wait
-from ._core.copy import BadChunk, CopyOutcome, copy
+from . import _deadline, _libpq, _members, _wait
+from ._core import PQGen
+from ._core.copy import BadChunk, CopyGen, CopyOutcome, copy
 
 __all__ = ["copy_expert", "copy_from", "copy_to"]
 
@@ -216,10 +216,66 @@ def run_copy(
     def on_interrupt() -> None:
         # COPY FROM STDIN ends itself with an error message; anything else is cancelled.
         if outcome.direction != "in":
-            _wait.cancel(conn, None, time.monotonic() + _wait.state.cancel_grace)
+            _wait.cancel(conn, None, _deadline.grace_end())
 
-    gen = copy(ptr, query, source, sink, control, outcome, cancel_on_error)
-    return _wait.drive(gen, conn, control=control, on_interrupt=on_interrupt)
+    protocol = copy(
+        ptr,
+        query,
+        control,
+        outcome,
+        reads=source is not None,
+        writes=sink is not None,
+        cancel_on_error=cancel_on_error,
+    )
+    return _wait.drive(with_file(protocol, source, sink), conn, control=control, on_interrupt=on_interrupt)
+
+
+def with_file(
+    protocol: CopyGen[CopyOutcome],
+    source: Optional[Callable[[], bytes]],
+    sink: Optional[Callable[[bytes], Any]],
+) -> PQGen[CopyOutcome]:
+    """The driver's half of a COPY: answer the protocol's requests for data (``source()``) and
+    hand its rows to the file (``sink(rows)``) here, and pass its waits on to
+    :func:`psycogreen._wait.drive`, which owns deadlines and interruptions.
+
+    Whatever the file raises — its own error, or an interruption delivered inside ``read()`` /
+    ``write()`` (``gevent.Timeout``, task cancellation while an async file awaits) — is sent back
+    to the protocol as a value, which ends the COPY on the server and reports it in the outcome.
+    """
+    send = protocol.send
+    try:
+        request = next(protocol)
+        while True:
+            if isinstance(request, tuple):
+                ready = yield request
+                request = send(ready)
+            elif isinstance(request, bytes):
+                request = send(_write(sink, request))
+            else:  # NEED_DATA: the next chunk
+                request = send(_read(source))
+    except StopIteration as stop:
+        outcome: CopyOutcome = stop.value
+        return outcome
+    finally:
+        protocol.close()
+
+
+def _read(source: Any) -> Any:
+    """The next chunk, or the exception the file raised (the protocol decides what it means)."""
+    try:
+        return source()
+    except BaseException as e:  # noqa: BLE001 - an interruption inside the file is the file's failure too
+        return e
+
+
+def _write(sink: Any, rows: bytes) -> Optional[BaseException]:
+    """None once ``rows`` are written, or the exception the file raised."""
+    try:
+        sink(rows)
+    except BaseException as e:  # noqa: BLE001 - as in _read
+        return e
+    return None
 
 
 def _make_source(file: Any, size: int, codec: str) -> Callable[[], bytes]:

@@ -3,11 +3,16 @@
 psycopg2 refuses COPY when a wait callback is registered, because its implementation calls the
 blocking ``PQgetCopyData``/``PQputCopyData``. The connection is already non-blocking in green mode,
 so the same conversation can be held with libpq's asynchronous calls, yielding ``(fd, events)``
-whenever libpq would block. The generators never raise the *file's* exceptions: a file that fails
-or an interruption (seen through :class:`psycogreen._wait.Control`) ends the copy cleanly on the
-server first — COPY IN with ``PQputCopyEnd(errormsg)``, COPY OUT by a cancel and a drain — and is
-reported in the returned :class:`CopyOutcome`, so the driver never sends a stray cancel to an idle
-connection. Server errors are raised as the psycopg2 error class psycopg2 itself would raise.
+whenever libpq would block. The protocol takes and gives *bytes*: it yields :data:`NEED_DATA` for
+the next chunk of COPY FROM STDIN and ``bytes`` of COPY TO STDOUT rows, and the driver
+(:mod:`psycogreen.copy`) does the file I/O and sends back the data or the file's exception — the
+protocol never calls user code, so it never waits on a file (as in psycopg 3's generators).
+
+The generators never raise the *file's* exceptions: a file that fails or an interruption (seen
+through :class:`psycogreen._wait.Control`) ends the copy cleanly on the server first — COPY IN with
+``PQputCopyEnd(errormsg)``, COPY OUT by a cancel and a drain — and is reported in the returned
+:class:`CopyOutcome`, so the driver never sends a stray cancel to an idle connection. Server errors
+are raised as the psycopg2 error class psycopg2 itself would raise.
 """
 
 from __future__ import annotations
@@ -15,18 +20,21 @@ from __future__ import annotations
 import codecs
 import ctypes
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Generator, Optional, Union
 
 import psycopg2
 import psycopg2.errors
 
 from .. import _libpq, _pgerror
-from . import READ, WRITE, PQGen
+from . import READ, RV, WRITE, PQGen, Wait
 from .generators import cancel_nonblocking
 
 __all__ = [
+    "NEED_DATA",
     "BadChunk",
+    "CopyGen",
     "CopyOutcome",
+    "CopyRequest",
     "copy",
     "drain_results",
     "error_from_result",
@@ -121,9 +129,7 @@ def error_from_result(res: int, ptr: int, cursor: Any = None) -> psycopg2.Error:
 
 def _decoder(ptr: int) -> Any:
     """The decoder psycopg2 would use for this connection's messages (its client encoding)."""
-    fn = _libpq.lib.PQparameterStatus
-    fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_char_p]
-    raw = fn(ptr, b"client_encoding")
+    raw = _libpq.lib.PQparameterStatus(ptr, b"client_encoding")
     name = raw.decode("ascii", "replace") if raw else "UTF8"
     try:
         return codecs.getdecoder(psycopg2.extensions.encodings.get(name, name))
@@ -218,65 +224,100 @@ def _rowcount(res: int) -> int:
     return int(raw) if raw else -1
 
 
-Source = Callable[[], bytes]
-Sink = Callable[[bytes], Any]
+class _NeedData:
+    """The type of :data:`NEED_DATA` (a singleton with a readable repr)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Yielded by COPY FROM STDIN: "the next chunk, please". The driver sends back ``bytes`` (``b""``
+#: ends the data) or the exception the file raised, and the copy is then aborted on the server.
+NEED_DATA = _NeedData()
+
+#: What a COPY generator yields: a wait ``(fd, events)`` like every ``_core`` generator,
+#: :data:`NEED_DATA`, or ``bytes`` — COPY TO STDOUT rows for the file (whole rows, about
+#: :data:`BATCH` bytes at a time), answered with ``None`` or the exception the file raised.
+CopyRequest = Union[Wait, bytes, _NeedData]
+CopyGen = Generator[CopyRequest, Any, RV]
 
 
 def copy(
     ptr: int,
     sql: bytes,
-    source: Optional[Source],
-    sink: Optional[Sink],
     control: Any,
     outcome: Optional[CopyOutcome] = None,
+    *,
+    reads: bool = True,
+    writes: bool = True,
     cancel_on_error: bool = True,
-) -> PQGen[CopyOutcome]:
-    """Run one COPY statement: ``source()`` feeds COPY FROM STDIN (``b""`` ends it), ``sink(data)``
-    receives COPY TO STDOUT rows, whole rows batched up to ``BATCH`` bytes. Returns the outcome
-    once libpq is idle again.
+) -> CopyGen[CopyOutcome]:
+    """Run one COPY statement, asking the driver for the data of COPY FROM STDIN and handing it the
+    rows of COPY TO STDOUT (see :data:`CopyRequest`); the protocol itself never touches a file, so
+    it never waits on one. ``reads``/``writes`` say whether the caller has a file to read from or
+    to write to. Returns the outcome once libpq is idle again.
 
     A statement that turns out not to be a COPY runs to completion (psycopg2 lets ``copy_expert``
-    run any statement); a COPY in a direction we have no file method for ends with psycopg2's
+    run any statement); a COPY in a direction without a file ends with psycopg2's
     ProgrammingError. Server errors are raised *after* the conversation is finished.
 
-    ``cancel_on_error=False`` makes a failing ``sink`` drain the rest of COPY OUT instead of
+    ``cancel_on_error=False`` makes a failing write drain the rest of COPY OUT instead of
     cancelling it, which keeps the surrounding transaction alive (psycopg2's behaviour).
     """
-    lib = _libpq.lib
     if outcome is None:
         outcome = CopyOutcome()
     yield from send_query(ptr, sql)
-    res = yield from fetch_result(ptr)
-    if not res:
-        return outcome
+    status, first_error = yield from _first_result(ptr, outcome)
     misuse: Optional[psycopg2.Error] = None
-    first_error: Optional[psycopg2.Error] = None
-    try:
-        status = lib.PQresultStatus(res)
-        if status == _libpq.PGRES_FATAL_ERROR:
-            first_error = error_from_result(res, ptr)
-            res = 0  # the error owns it now
-        elif status in (_libpq.PGRES_COMMAND_OK, _libpq.PGRES_TUPLES_OK):
-            outcome.rowcount = _rowcount(res)
-            outcome.status = (lib.PQcmdStatus(res) or b"").decode("ascii", "replace")
-    finally:
-        lib.PQclear(res)
     if status == _libpq.PGRES_COPY_IN:
-        if source is None:
+        if not reads:
             misuse = psycopg2.ProgrammingError("can't execute COPY FROM: use the copy_from() method instead")
-            lib.PQputCopyEnd(ptr, b"can't execute COPY FROM: use the copy_from() method instead")
+            _libpq.lib.PQputCopyEnd(ptr, b"can't execute COPY FROM: use the copy_from() method instead")
             yield from flush(ptr)
         else:
             outcome.direction = "in"
-            yield from _copy_in(ptr, source, control, outcome)
+            yield from _copy_in(ptr, control, outcome)
     elif status == _libpq.PGRES_COPY_OUT:
-        if sink is None:
+        if not writes:
             misuse = psycopg2.ProgrammingError("can't execute COPY TO: use the copy_to() method instead")
             yield from discard_copy_data(ptr)
         else:
             outcome.direction = "out"
-            yield from _copy_out(ptr, sink, control, outcome, cancel_on_error)
+            yield from _copy_out(ptr, control, outcome, cancel_on_error)
     error = yield from drain_results(ptr, outcome)
+    return _conclude(outcome, control, first_error, misuse, error)
+
+
+def _first_result(ptr: int, outcome: CopyOutcome) -> PQGen[tuple[int, Optional[psycopg2.Error]]]:
+    """The statement's first result status (-1 if none) and its error, if it failed at once."""
+    lib = _libpq.lib
+    res = yield from fetch_result(ptr)
+    if not res:
+        return -1, None
+    try:
+        status: int = lib.PQresultStatus(res)
+        if status == _libpq.PGRES_FATAL_ERROR:
+            error = error_from_result(res, ptr)
+            res = 0  # the error owns it now
+            return status, error
+        if status in (_libpq.PGRES_COMMAND_OK, _libpq.PGRES_TUPLES_OK):
+            outcome.rowcount = _rowcount(res)
+            outcome.status = (lib.PQcmdStatus(res) or b"").decode("ascii", "replace")
+        return status, None
+    finally:
+        lib.PQclear(res)
+
+
+def _conclude(
+    outcome: CopyOutcome,
+    control: Any,
+    first_error: Optional[psycopg2.Error],
+    misuse: Optional[psycopg2.Error],
+    error: Optional[psycopg2.Error],
+) -> CopyOutcome:
+    """Raise what the conversation ended with, or return the outcome for the driver to surface."""
     if control is not None and control.interrupt is not None:
         # Interrupted and cancelled: the server's "canceling statement" is the expected answer, and
         # raising it would tell the driver the connection broke. The interrupt is the story.
@@ -294,39 +335,26 @@ def copy(
     return outcome
 
 
-def _copy_in(ptr: int, source: Source, control: Any, outcome: CopyOutcome) -> PQGen[None]:
+def _copy_in(ptr: int, control: Any, outcome: CopyOutcome) -> CopyGen[None]:
     lib = _libpq.lib
-    put = lib.PQputCopyData
-    consume = lib.PQconsumeInput
     fd = lib.PQsocket(ptr)
     next_turn = _monotonic() + TURN
-    ended_by_server = False
     while True:
         if control is not None and control.interrupt is not None:
             outcome.error = control.interrupt
             break
-        try:
-            data = source()
-        except BaseException as e:  # noqa: BLE001 - reported in the outcome once the copy has ended
-            outcome.error = e
-            if isinstance(e, Exception):
+        data = yield NEED_DATA
+        if isinstance(data, BaseException):  # the file failed (or was interrupted inside read())
+            outcome.error = data
+            if isinstance(data, Exception):
                 outcome.failed_in = "read"
             break
         if not data:
             break
-        while True:
-            rv = put(ptr, data, len(data))
-            if rv == 1:
-                break
-            if rv < 0:
-                # The server left COPY mode (an error: bad row, terminated backend) or the
-                # connection broke: its answer, read below, says which.
-                ended_by_server = True
-                break
-            yield fd, WRITE  # 0: libpq's buffer is full, wait for the socket
-            consume(ptr)
-        if ended_by_server:
-            break
+        if not (yield from _put(ptr, fd, data)):
+            # The server left COPY mode (an error: bad row, terminated backend) or the connection
+            # broke: the results say which (libpq reports a broken connection as a result too).
+            return
         if lib.PQflush(ptr) == 1:
             yield from flush(ptr)
         elif _monotonic() >= next_turn:
@@ -335,16 +363,29 @@ def _copy_in(ptr: int, source: Source, control: Any, outcome: CopyOutcome) -> PQ
             next_turn = _monotonic() + TURN
             # Read what the server said meanwhile: an early error ends the copy now (libpq then
             # refuses more data) instead of after the whole file was sent.
-            if not consume(ptr):
-                ended_by_server = True
-                break
-    if ended_by_server:
-        return  # the results say why (libpq reports a broken connection as a result too)
-    if outcome.error is None:
-        rv = lib.PQputCopyEnd(ptr, None)
-    else:
-        rv = lib.PQputCopyEnd(ptr, _abort_message(outcome.error))
-    if rv < 0:
+            if not lib.PQconsumeInput(ptr):
+                return
+    yield from _end_copy_in(ptr, outcome)
+
+
+def _put(ptr: int, fd: int, data: bytes) -> PQGen[bool]:
+    """Queue ``data`` in libpq, waiting while its buffer is full; False if the server ended COPY."""
+    lib = _libpq.lib
+    while True:
+        rv = lib.PQputCopyData(ptr, data, len(data))
+        if rv == 1:
+            return True
+        if rv < 0:
+            return False
+        yield fd, WRITE  # 0: libpq's buffer is full, wait for the socket
+        lib.PQconsumeInput(ptr)
+
+
+def _end_copy_in(ptr: int, outcome: CopyOutcome) -> PQGen[None]:
+    """End COPY FROM STDIN: normally, or with an error message that makes the server roll it back."""
+    lib = _libpq.lib
+    message = None if outcome.error is None else _abort_message(outcome.error)
+    if lib.PQputCopyEnd(ptr, message) < 0:
         if lib.PQstatus(ptr) == CONNECTION_BAD:
             raise psycopg2.OperationalError(_libpq.error_message(ptr))
         return  # the server already ended the copy: the results say why
@@ -368,77 +409,144 @@ def _abort_message(exc: BaseException) -> bytes:
     return f"error in .read() call: {type(exc).__name__} {exc}".encode("utf-8", "replace")[:1000]
 
 
-def _copy_out(
-    ptr: int, sink: Sink, control: Any, outcome: CopyOutcome, cancel_on_error: bool = True
-) -> PQGen[None]:
-    # The hot loop of COPY TO: one libpq call, one copy into a bytes and one free per row. Rows are
-    # handed to the file in batches of about BATCH bytes (one ``write()`` per row costs more than
-    # the rest of the loop for narrow rows). Interrupts only arrive while suspended, so they are
-    # checked after each yield.
-    lib = _libpq.lib
-    get = _raw.PQgetCopyData  # unprototyped, called with ready-made ctypes objects: half the cost
-    freemem = _raw.PQfreemem
-    string_at = _string_at
-    consume = lib.PQconsumeInput
-    cptr = ctypes.c_void_p(ptr)
-    buf = ctypes.c_void_p()
-    pbuf = ctypes.byref(buf)
-    fd = lib.PQsocket(ptr)
-    batch: list[bytes] = []
-    append = batch.append
-    size = 0
-    ended = False
+#: Bytes of COPY TO rows gathered before they are handed over for one ``file.write()``.
+BATCH = 1 << 16
+
+#: Room offered to each ``PQgetlineAsync`` call: a longer row takes the slow path (:func:`_long_row`).
+ROOM = 1 << 16
+
+#: Initial size of the buffer COPY TO rows are read into: a batch plus the room for one more row,
+#: so the room offered never changes while a batch fills. It doubles for a row that does not fit
+#: (a row is never split between two writes: text files decode each write on its own).
+BUFFER = BATCH + ROOM
+
+
+def _copy_out(ptr: int, control: Any, outcome: CopyOutcome, cancel_on_error: bool = True) -> CopyGen[None]:
+    """COPY TO STDOUT: the hot loop is one ``PQgetlineAsync`` per row, straight into a buffer that
+    holds the batch (no per-row object, free or copy); batches are handed over as ``bytes``.
+
+    ``PQgetlineAsync`` returns a row's length, 0 when no complete row is buffered, -1 at the end
+    of the copy (protocol 3 sends no ``\\.`` marker) and, when the room offered is smaller than the
+    row, the part that fits (see :func:`_long_row`). Every buffered row is taken before waiting,
+    and libpq is asked once to read the socket before waiting for it. Interrupts only arrive
+    while suspended, so they are checked after each yield.
+    """
+    get = _getline
+    byref = ctypes.byref
+    consume = _libpq.lib.PQconsumeInput
+    room, batch = ROOM, BATCH  # locals: the per-row path reads them
+    cptr = _libpq.hot_pointer(ptr)
+    fd = _libpq.lib.PQsocket(ptr)
+    buf: Any = ctypes.create_string_buffer(BUFFER)  # buf[:n] is bytes (ctypes' stubs say list)
+    pos = 0  # bytes in buf, whole rows; < batch whenever a row is read, so room always fits
+    idle_pos = -1  # pos when libpq last read the socket: nothing new since, if still equal
     next_turn = _monotonic() + TURN
-    try:
-        while True:
-            n = get(cptr, pbuf, 1)
-            if n > 0:
-                append(string_at(buf, n))
-                freemem(buf)
-                size += n
-                if size < BATCH:
-                    continue
-                sink(b"".join(batch))
-                batch.clear()
-                size = 0
-                if _monotonic() >= next_turn:
-                    # A fast server keeps libpq's buffer full: give the hub a turn now and then
-                    # (waiting for writability returns at once; waiting for reads could wait
-                    # forever for data that is already buffered).
-                    yield fd, WRITE
-                    next_turn = _monotonic() + TURN
-                    if control is not None and control.interrupt is not None:
-                        outcome.error = control.interrupt
-                        break
-            elif n == 0:
-                if batch:
-                    sink(b"".join(batch))
-                    batch.clear()
-                    size = 0
-                yield fd, READ
-                next_turn = _monotonic() + TURN
-                if control is not None and control.interrupt is not None:
-                    outcome.error = control.interrupt  # the driver has cancelled the statement
-                    break
+    reply: Any = None
+    while True:
+        n = get(cptr, byref(buf, pos), room)
+        if 0 < n < room:  # a whole row: the per-row path, keep it short
+            pos += n
+            if pos < batch:
+                continue
+        elif n > 0:  # a row longer than the room: read the rest of it
+            reply, buf, pos = yield from _long_row(cptr, buf, pos, n)
+            if reply is not None:
+                break
+        elif n == 0:
+            if pos != idle_pos:  # rows came since libpq last read: ask it to read again first
                 if not consume(ptr):
                     raise psycopg2.OperationalError(_libpq.error_message(ptr))
-            elif n == -1:
-                ended = True
-                if batch:
-                    sink(b"".join(batch))
-                return
-            else:
+                idle_pos = pos
+                continue
+            if pos:
+                reply = yield buf[:pos]
+                if reply is not None:
+                    break
+                pos = 0
+            yield fd, READ  # nothing new since libpq last read: wait for the socket
+            next_turn = _monotonic() + TURN
+            if control is not None and control.interrupt is not None:
+                break  # the driver has cancelled the statement
+            if not consume(ptr):
                 raise psycopg2.OperationalError(_libpq.error_message(ptr))
-    except psycopg2.Error:
-        raise
-    except BaseException as e:  # noqa: BLE001 - the file failed: reported in the outcome once drained
-        outcome.error = e
-        if isinstance(e, Exception):
-            outcome.failed_in = "write"
-    if ended:
-        return  # the last write failed after the server had sent everything: nothing to stop
-    # Aborted by the file or an interrupt: stop the server (if the driver did not), then drain.
-    # In a transaction a failed write() only drains, as psycopg2 does, so the transaction survives.
+            idle_pos = pos
+            continue
+        else:  # -1: the end of the copy (or of the connection: the results say which)
+            if pos:
+                reply = yield buf[:pos]
+                if reply is not None:
+                    _file_failed(outcome, reply)
+            return  # a last write that failed after the server sent everything: nothing to stop
+        # A batch is full (or a long row was read): hand it over.
+        reply = yield buf[:pos]
+        if reply is not None:
+            break
+        pos = 0
+        if _monotonic() >= next_turn:
+            # A fast server keeps libpq's buffer full: give the hub a turn now and then (waiting
+            # for writability returns at once; waiting for reads could wait forever for data
+            # that is already buffered).
+            yield fd, WRITE
+            next_turn = _monotonic() + TURN
+            if control is not None and control.interrupt is not None:
+                break
+    yield from _abort_copy_out(ptr, control, outcome, reply, cancel_on_error)
+
+
+def _long_row(cptr: Any, buf: Any, pos: int, n: int) -> CopyGen[tuple[Any, Any, int]]:
+    """The rest of a row longer than the room offered: ``PQgetlineAsync`` gave its first ``n``
+    bytes (the rest is already in libpq's buffer). Hands the whole rows before it over and keeps
+    the row's start, or doubles the buffer when the row alone fills it, until the row is complete
+    — a row is never split between two writes (text files decode each write on its own).
+    Returns the driver's reply (None, or the file's exception), the buffer and its fill (whole
+    rows only).
+
+    A row that exactly fills the room looks the same as a partial one; treating it as partial
+    only means asking for more: the next call then starts a new row (kept with this one) or
+    says 0 or -1.
+    """
+    start = pos  # where the long row begins
+    pos += n
+    if pos < len(buf):  # room left in buf: ask for the rest there first
+        n = _getline(cptr, ctypes.byref(buf, pos), len(buf) - pos)
+        if n != len(buf) - pos:
+            return None, buf, pos + max(n, 0)
+        pos += n
+    while True:
+        if start:
+            reply = yield buf[:start]
+            if reply is not None:
+                return reply, buf, pos
+            ctypes.memmove(buf, ctypes.byref(buf, start), pos - start)
+            pos -= start
+            start = 0
+        else:
+            bigger = ctypes.create_string_buffer(2 * len(buf))
+            ctypes.memmove(bigger, buf, pos)
+            buf = bigger
+        space = len(buf) - pos
+        n = _getline(cptr, ctypes.byref(buf, pos), space)
+        if n != space:  # the row is complete (or it was, and libpq has nothing more yet: 0, -1)
+            return None, buf, pos + max(n, 0)
+        pos += n
+
+
+def _file_failed(outcome: CopyOutcome, exc: BaseException) -> None:
+    outcome.error = exc
+    if isinstance(exc, Exception):
+        outcome.failed_in = "write"
+
+
+def _abort_copy_out(
+    ptr: int, control: Any, outcome: CopyOutcome, reply: Any, cancel_on_error: bool
+) -> PQGen[None]:
+    """COPY OUT stopped early by the file (``reply``) or an interrupt: stop the server (unless the
+    driver did), then drain. In a transaction a failed write() only drains, as psycopg2 does, so
+    the transaction survives."""
+    if reply is not None:
+        _file_failed(outcome, reply)
+    else:
+        outcome.error = control.interrupt
     if cancel_on_error and (control is None or control.interrupt is None):
         if _libpq.HAS_NONBLOCKING_CANCEL:
             try:
@@ -448,38 +556,23 @@ def _copy_out(
     yield from discard_copy_data(ptr)
 
 
-# The same functions without argtypes: ctypes then skips per-argument conversion, which is most of
-# the cost of a call; only used where every argument is already a ctypes object or a small int.
-_raw: Any = ctypes.CDLL(_libpq.lib._name)
-_raw.PQgetCopyData.restype = ctypes.c_int
-_raw.PQfreemem.restype = None
-
-#: Bytes of COPY TO rows gathered before one ``file.write()``.
-BATCH = 1 << 16
-
-
-try:
-    _string_at: Any = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_ssize_t)(
-        ctypes._string_at_addr  # type: ignore[attr-defined]
-    )
-except AttributeError:  # pragma: no cover - another ctypes: the public wrapper is just slower
-    _string_at = ctypes.string_at
+#: ``PQgetlineAsync`` for the per-row loop (see :func:`psycogreen._libpq.hot_function`): it never
+#: blocks, it only copies a buffered row.
+_getline: Any = _libpq.hot_function("PQgetlineAsync", ctypes.c_int)
 
 
 def discard_copy_data(ptr: int) -> PQGen[None]:
     """Read and drop COPY data until libpq reports the end of the stream (COPY OUT or BOTH)."""
-    lib = _libpq.lib
-    buf = ctypes.c_void_p()
-    fd = lib.PQsocket(ptr)
+    consume = _libpq.lib.PQconsumeInput
+    cptr = _libpq.hot_pointer(ptr)
+    buf = ctypes.create_string_buffer(BATCH)
+    ref = ctypes.byref(buf)
+    fd = _libpq.lib.PQsocket(ptr)
     while True:
-        n = lib.PQgetCopyData(ptr, ctypes.byref(buf), 1)
-        if n > 0:
-            lib.PQfreemem(buf)
-        elif n == 0:
+        n = _getline(cptr, ref, BATCH)  # a longer row comes in parts: all dropped alike
+        if n == 0:
             yield fd, READ
-            if not lib.PQconsumeInput(ptr):
+            if not consume(ptr):
                 raise psycopg2.OperationalError(_libpq.error_message(ptr))
-        elif n == -1:
+        elif n < 0:
             return
-        else:
-            raise psycopg2.OperationalError(_libpq.error_message(ptr))
