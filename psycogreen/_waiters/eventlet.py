@@ -91,3 +91,46 @@ class EventletWaiter:
 
     def forget_fd(self, fd: int) -> None:
         pass
+
+    # ------------------------------------------------------------------ parking (pool hand-off)
+
+    def park_token(self) -> Any:
+        return _GreenToken(getcurrent(), get_hub())
+
+    def park(self, token: Any) -> Any:
+        """Switch to the hub until ``unpark`` (no Event: one timer-free hub callback)."""
+        if token.woken:
+            return token.value
+        token.parked = True
+        try:
+            token.hub.switch()
+        except BaseException:
+            token.gone = True
+            raise
+        finally:
+            token.parked = False
+        return token.value
+
+    def unpark(self, token: Any, value: Any) -> None:
+        if token.woken or token.gone:
+            return
+        token.value = value
+        token.woken = True
+        if token.parked:
+            token.hub.schedule_call_global(0, _wake_parked, token)
+
+
+class _GreenToken:
+    __slots__ = ("greenlet", "hub", "value", "woken", "gone", "parked")
+
+    def __init__(self, glet: Any, hub: Any) -> None:
+        self.greenlet = glet
+        self.hub = hub
+        self.value: Any = None
+        self.woken = self.gone = self.parked = False
+
+
+def _wake_parked(token: _GreenToken) -> None:
+    """In the hub: resume the parked greenlet, unless an interrupt already took it out of park."""
+    if token.parked and not token.gone:
+        token.greenlet.switch()

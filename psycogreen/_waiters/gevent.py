@@ -96,3 +96,49 @@ class GeventWaiter:
             watcher = cache.pop((fd << 2) | events, None)
             if watcher is not None:
                 watcher.close()
+
+    # ------------------------------------------------------------------ parking (pool hand-off)
+
+    def park_token(self) -> Any:
+        return _GreenToken(getcurrent(), get_hub())
+
+    def park(self, token: Any) -> Any:
+        """Switch to the hub until ``unpark`` (no Event, no link objects: one callback)."""
+        if token.woken:
+            return token.value
+        token.parked = True
+        try:
+            token.hub.switch()
+        except BaseException:
+            token.gone = True
+            raise
+        finally:
+            token.parked = False
+        return token.value
+
+    def unpark(self, token: Any, value: Any) -> None:
+        if token.woken or token.gone:
+            return
+        token.value = value
+        token.woken = True
+        if token.parked:
+            if get_hub() is token.hub:
+                token.hub.loop.run_callback(_wake_parked, token)
+            else:  # unparked from another OS thread: its hub's loop is not ours
+                token.hub.loop.run_callback_threadsafe(_wake_parked, token)
+
+
+class _GreenToken:
+    __slots__ = ("greenlet", "hub", "value", "woken", "gone", "parked")
+
+    def __init__(self, glet: Any, hub: Any) -> None:
+        self.greenlet = glet
+        self.hub = hub
+        self.value: Any = None
+        self.woken = self.gone = self.parked = False
+
+
+def _wake_parked(token: _GreenToken) -> None:
+    """In the hub: resume the parked greenlet, unless an interrupt already took it out of park."""
+    if token.parked and not token.gone:
+        token.greenlet.switch()
