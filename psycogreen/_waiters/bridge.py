@@ -447,7 +447,8 @@ class BridgeEvent:
         return _await(self._wait(timeout))  # type: ignore[no-any-return]
 
     async def _wait(self, timeout: Optional[float]) -> bool:
-
+        if self._flag:  # set after wait() was called, before this ran (a shielded call's new task)
+            return True
         ev = anyio.Event()
         self._waiters.append(ev)
         try:
