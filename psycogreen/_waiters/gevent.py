@@ -108,7 +108,8 @@ class GeventWaiter:
             return token.value
         token.parked = True
         try:
-            token.hub.switch()
+            while not token.woken:  # a stray switch into this greenlet parks it again
+                token.hub.switch()
         except BaseException:
             token.gone = True
             raise
