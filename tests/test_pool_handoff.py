@@ -215,3 +215,14 @@ async def test_aio_storm_of_cancellations_and_timeouts_loses_no_connection(dsn: 
                 cur = c.cursor()
                 await cur.execute("select 1")
                 assert await cur.fetchone() == (1,)
+
+
+@pytest.mark.anyio
+async def test_aio_close_joins_background_tasks(dsn: str) -> None:
+    pool = aio.ConnectionPool(dsn, min_size=2, max_size=2)
+    await pool.open(wait=True, timeout=10)
+    bg = pool.sync._bg
+    assert bg is not None and bg.running >= 1  # the scheduler at least
+    t0 = time.monotonic()
+    await pool.close(timeout=10)
+    assert bg.running == 0 and time.monotonic() - t0 < 5  # joined, not timed out
