@@ -176,7 +176,9 @@ def micro(dsn: str, rounds: int, workload: str) -> None:
         n = 1000 if workload == "pool_query" else MICRO_GREENLETS
         if workload == "pool_query":
             setup(dsn)
-        pool = ConnectionPool(dsn, min_size=MICRO_CONNS, configure=lambda c: setattr(c, "autocommit", True))
+        pool = ConnectionPool(
+            dsn, min_size=MICRO_CONNS, configure=lambda c: setattr(c, "autocommit", True), timeout=3600
+        )
         pool.wait(30)
         per, jobs = rounds, [pool.connection for _ in range(n)]
 
@@ -207,7 +209,9 @@ def callgrind_instructions(dsn: str, rounds: int, workload: str) -> int:
         out = os.path.join(tmp, "cg.out")
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__]
         cmd += ["--dsn", dsn, "--micro", str(rounds), "--workload", workload]
-        subprocess.run(cmd, check=True, capture_output=True)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
         with open(out) as f:
             m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
     assert m, "no callgrind summary"
@@ -226,7 +230,7 @@ def instructions(dsn: str, rounds: int) -> None:
     where = f"psycogreen {psycogreen.__version__} from {os.path.dirname(psycogreen.__file__)}"
     handoff = (per_round(dsn, rounds, "handoff") - per_round(dsn, rounds, "sleep")) / MICRO_GREENLETS
     print(f"{where}: instructions per checkout + return (hand-off, 100 greenlets / 10 conns): {handoff:,.0f}")
-    queries = max(1, rounds // 4)
+    queries = max(1, rounds // 10)
     pooled = per_round(dsn, queries, "pool_query") / 1000
     dedicated = per_round(dsn, queries, "dedicated_query") / 1000
     print(
