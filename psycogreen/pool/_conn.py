@@ -7,9 +7,12 @@ import ctypes
 import errno
 import os
 import random
+import select
 import socket
+import sys
 import time
 from contextlib import contextmanager
+from types import BuiltinFunctionType
 from typing import Any, Iterator, Optional
 
 import psycopg2
@@ -39,7 +42,16 @@ HOUSEKEEPING_TIMEOUT = 10.0
 class Meta:
     """The pool's bookkeeping for one connection it owns (psycopg2 connections take no attributes)."""
 
-    __slots__ = ("conn", "created", "expire_at", "idle_limit", "returned_at", "out_since", "settings")
+    __slots__ = (
+        "conn",
+        "created",
+        "expire_at",
+        "idle_limit",
+        "returned_at",
+        "out_since",
+        "settings",
+        "poller",
+    )
 
     def __init__(self, conn: Any, max_lifetime: float, max_idle: float) -> None:
         now = monotonic()
@@ -52,6 +64,7 @@ class Meta:
         self.out_since = 0.0
         # As configured: what every borrower must find (restored on return when changed).
         self.settings = settings_of(conn)
+        self.poller = idle_poller(conn)
 
 
 def used_elsewhere(conn: Any) -> Any:
@@ -131,15 +144,51 @@ _peek = _libc_peek()
 _NOTHING_YET = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 
 
-def socket_alive(conn: Any) -> bool:
+def _c_poll() -> Any:
+    """``select.poll`` as CPython made it: gevent replaces it and eventlet removes it when they
+    monkey-patch, so ask them for the original (None if it cannot be had: the peek alone is used)."""
+    poll = getattr(select, "poll", None)
+    if isinstance(poll, BuiltinFunctionType):
+        return poll
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        poll = monkey.get_original("select", "poll")
+    else:
+        patcher = sys.modules.get("eventlet.patcher")
+        poll = None if patcher is None else getattr(patcher.original("select"), "poll", None)
+    return poll if isinstance(poll, BuiltinFunctionType) else None
+
+
+_POLL_ANY = getattr(select, "POLLIN", 1) | getattr(select, "POLLPRI", 2)
+
+
+def idle_poller(conn: Any) -> Any:
+    """A C ``poll`` object watching the connection's socket, for the cheapest "did anything
+    arrive?" look (one C call, no ctypes); None where there is no C poll."""
+    poll = _c_poll()
+    if poll is None:
+        return None
+    try:
+        poller = poll()
+        poller.register(conn.fileno(), _POLL_ANY)
+    except (OSError, ValueError, psycopg2.Error):
+        return None
+    return poller
+
+
+def socket_alive(conn: Any, poller: Any = None) -> bool:
     """Look at what the server sent while the connection sat idle, without a round trip and
     without ever waiting: a terminated backend leaves its FATAL message, then EOF.
 
-    First a one-byte peek (one syscall, a few us): nothing arrived is the common case and ends
+    With the connection's ``poller`` (see :func:`idle_poller`), a ``poll`` with no timeout says
+    "nothing arrived, no EOF, no error" in one C call: the common case ends there. Otherwise, a
+    one-byte peek (one syscall, a few us): nothing arrived is the common case and ends
     here; an ErrorResponse (``E``, unencrypted connections) means the server is ending the
     session. Anything else is read by libpq (``PQconsumeInput``, twice: the FATAL message, then
     the EOF) and ``PQstatus`` says whether the connection survived.
     """
+    if poller is not None and not poller.poll(0):
+        return True
     try:
         ptr = _libpq.pgconn(conn)
     except psycopg2.Error:

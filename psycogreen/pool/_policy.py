@@ -547,7 +547,7 @@ class ConnectionPool(Upkeep):
                 with own_deadline():
                     good = self._alive(meta.conn, roundtrip)
             else:
-                good = not meta.conn.closed and socket_alive(meta.conn)
+                good = not meta.conn.closed and socket_alive(meta.conn, meta.poller)
         except BaseException:
             self._discard(meta)
             raise
