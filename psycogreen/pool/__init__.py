@@ -25,8 +25,9 @@ and it is what several OS threads sharing a pool need.
 
 What a borrower gets and leaves
 -------------------------------
-Every checkout looks at the connection's socket (a one-byte non-blocking peek: a terminated
-backend's ErrorResponse or EOF is seen without a round trip), so a connection whose backend is
+Every checkout looks at the connection's socket (``poll`` with no timeout, then a one-byte
+non-blocking peek if anything arrived: a terminated backend's ErrorResponse or EOF is seen without
+a round trip), so a connection whose backend is
 already gone is never handed out. Every return rolls back, runs ``reset``, and puts back the
 psycopg2-side settings the connection had after ``configure`` (autocommit, isolation level,
 read-only, deferrable, client encoding, cursor factory; notices and notifies emptied), paying only
