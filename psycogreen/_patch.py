@@ -182,6 +182,15 @@ class _AutoWaiter:
     def forget_fd(self, fd: int) -> None:
         self._target().forget_fd(fd)
 
+    def park_token(self) -> Any:
+        return self._target().park_token()
+
+    def park(self, token: Any) -> Any:
+        return self._target().park(token)
+
+    def unpark(self, token: Any, value: Any) -> None:
+        self._target().unpark(token, value)
+
 
 def auto_waiter() -> Waiter:
     """What waits when psycogreen is not patched: threads, until monkey-patching is seen."""

@@ -43,6 +43,19 @@ class Waiter(Protocol):
 
     def forget_fd(self, fd: int) -> None: ...
 
+    # Parking (the pool's hand-off): one green thread parks on a token, another wakes it with a
+    # value. ``park_token()`` makes the token (before the caller publishes it, under its own lock);
+    # ``park(token)`` suspends the caller until ``unpark(token, value)`` and returns ``value`` (at
+    # once if that already happened); an interrupt (kill, Timeout, cancellation) raises out of
+    # ``park`` and makes any later ``unpark`` of that token a no-op. ``unpark`` never blocks and
+    # never switches, so it may be called while holding a lock.
+
+    def park_token(self) -> Any: ...
+
+    def park(self, token: Any) -> Any: ...
+
+    def unpark(self, token: Any, value: Any) -> None: ...
+
 
 def get_ident() -> tuple[object, int]:
     """(green thread, OS thread) of the caller: who is using a connection right now."""

@@ -63,3 +63,37 @@ class BlockingWaiter:
 
     def forget_fd(self, fd: int) -> None:
         pass
+
+    # ------------------------------------------------------------------ parking (pool hand-off)
+
+    def park_token(self) -> Any:
+        return _ThreadToken()
+
+    def park(self, token: Any) -> Any:
+        """Block this thread on the token's lock (interruptible by Ctrl-C in the main thread)."""
+        try:
+            token.lock.acquire()
+        except BaseException:
+            token.gone = True
+            raise
+        return token.value
+
+    def unpark(self, token: Any, value: Any) -> None:
+        if token.woken or token.gone:
+            return
+        token.value = value
+        token.woken = True
+        token.lock.release()
+
+
+class _ThreadToken:
+    """A parked thread: a lock taken at creation, released by ``unpark``."""
+
+    __slots__ = ("lock", "value", "woken", "gone")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.value: Any = None
+        self.woken = False
+        self.gone = False

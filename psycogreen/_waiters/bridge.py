@@ -600,7 +600,8 @@ class BridgeEvent:
         return _await(self._wait(timeout))
 
     async def _wait(self, timeout: Optional[float]) -> bool:
-
+        if self._flag:  # set after wait() was called, before this ran (a shielded call's new task)
+            return True
         ev = anyio.Event()
         self._waiters.append(ev)
         try:
@@ -701,6 +702,45 @@ class BridgeWaiter:
 
     def forget_fd(self, fd: int) -> None:
         forget_fd(fd)
+
+    # ------------------------------------------------------------------ parking (pool hand-off)
+
+    def park_token(self) -> Any:
+        return _BridgeToken()
+
+    def park(self, token: Any) -> Any:
+        """Suspend the bridge greenlet; its task awaits one anyio event (asyncio and trio)."""
+        if token.woken:
+            return token.value
+        try:
+            _await(_park_async(token))
+        except BaseException:
+            token.gone = True
+            raise
+        return token.value
+
+    def unpark(self, token: Any, value: Any) -> None:
+        if token.woken or token.gone:
+            return
+        token.value = value
+        token.woken = True
+        if token.event is not None:
+            token.event.set()
+
+
+class _BridgeToken:
+    __slots__ = ("event", "value", "woken", "gone")
+
+    def __init__(self) -> None:
+        self.event: Any = None
+        self.value: Any = None
+        self.woken = self.gone = False
+
+
+async def _park_async(token: _BridgeToken) -> None:
+    if not token.woken:
+        token.event = anyio.Event()
+        await token.event.wait()
 
 
 WAITER = BridgeWaiter()

@@ -16,6 +16,7 @@ from eventlet.hubs import get_hub
 from greenlet import getcurrent
 
 from .._core import READ, READ_WRITE, WRITE
+from . import _parking
 
 T = TypeVar("T")
 
@@ -103,3 +104,16 @@ class EventletWaiter:
                 listener.spent = True  # the waiter's own remove() in its finally is then a no-op
                 hub.schedule_call_global(0, callback, fd)
                 listener = bucket.get(fd)
+
+    # ------------------------------------------------------------------ parking (pool hand-off)
+
+    def park_token(self) -> Any:
+        return _parking.GreenToken(getcurrent(), get_hub())
+
+    def park(self, token: Any) -> Any:
+        """Switch to the hub until ``unpark`` (no Event: one hub callback wakes the greenlet)."""
+        return _parking.park(token)
+
+    def unpark(self, token: Any, value: Any) -> None:
+        if _parking.hand(token, value):
+            token.hub.schedule_call_global(0, _parking.wake_parked, token)

@@ -26,6 +26,7 @@ from gevent._hub_local import get_hub_if_exists
 from gevent.hub import get_hub
 
 from .._core import READ_WRITE
+from . import _parking
 
 T = TypeVar("T")
 
@@ -105,6 +106,22 @@ class GeventWaiter:
             watcher = cache.pop((fd << 2) | events, None)
             if watcher is not None:
                 _retire(hub, watcher, events)
+
+    # ------------------------------------------------------------------ parking (pool hand-off)
+
+    def park_token(self) -> Any:
+        return _parking.GreenToken(getcurrent(), get_hub())
+
+    def park(self, token: Any) -> Any:
+        """Switch to the hub until ``unpark`` (no Event: one hub callback wakes the greenlet)."""
+        return _parking.park(token)
+
+    def unpark(self, token: Any, value: Any) -> None:
+        if _parking.hand(token, value):
+            if get_hub() is token.hub:
+                token.hub.loop.run_callback(_parking.wake_parked, token)
+            else:  # unparked from another OS thread: its hub's loop is not ours
+                token.hub.loop.run_callback_threadsafe(_parking.wake_parked, token)
 
 
 def _retire(hub: Any, watcher: Any, events: int) -> None:

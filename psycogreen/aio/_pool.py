@@ -1,8 +1,9 @@
 """``psycogreen.aio.ConnectionPool``: :class:`psycogreen.pool.ConnectionPool`, awaited.
 
 There is one pool implementation. The sync pool waits only through the primitives of
-``current_waiter()`` (``Event``, ``spawn``, ``sleep``, ``Lock``), resolved at call time; run inside a
-bridge greenlet those primitives suspend the greenlet and let its task await the loop. So every
+``current_waiter()`` (``park``/``unpark`` for waiting clients, ``spawn`` and ``Event`` for its
+background tasks), resolved at call time; run inside a bridge greenlet those primitives suspend the
+greenlet and let its task await the loop. So every
 method here is the sync pool's own method run through the bridge, and the async pool has the same
 options, behaviour and fixes as the sync one by construction. Connections are handed out wrapped
 in :class:`~psycogreen.aio.AsyncConnection`.
