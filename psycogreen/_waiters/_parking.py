@@ -39,13 +39,15 @@ def park(token: GreenToken) -> Any:
     return token.value
 
 
-def hand(token: GreenToken, value: Any) -> bool:
-    """Give ``value`` to the token; True when its greenlet is parked and must be woken."""
+def hand(token: Any, value: Any) -> bool:
+    """Give ``value`` to a token (of any waiter: it has ``value``, ``woken`` and ``gone``); False when
+    it was already handed something or its client is gone (interrupted, timed out), so the caller
+    passes the value on. The waiter then wakes the parked client its own way."""
     if token.woken or token.gone:
         return False
     token.value = value
     token.woken = True
-    return token.parked
+    return True
 
 
 def wake_parked(token: GreenToken) -> None:

@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, Optional, TypeVar
 
 from .._core import READ, WRITE
+from . import _parking
 
 T = TypeVar("T")
 
@@ -79,11 +80,8 @@ class BlockingWaiter:
         return token.value
 
     def unpark(self, token: Any, value: Any) -> None:
-        if token.woken or token.gone:
-            return
-        token.value = value
-        token.woken = True
-        token.lock.release()
+        if _parking.hand(token, value):
+            token.lock.release()
 
 
 class _ThreadToken:

@@ -38,6 +38,7 @@ import anyio.to_thread
 from greenlet import getcurrent, greenlet
 
 from .._core import READ, WRITE
+from . import _parking
 from .loop import _sniffio_thread_local
 
 T = TypeVar("T")
@@ -720,11 +721,7 @@ class BridgeWaiter:
         return token.value
 
     def unpark(self, token: Any, value: Any) -> None:
-        if token.woken or token.gone:
-            return
-        token.value = value
-        token.woken = True
-        if token.event is not None:
+        if _parking.hand(token, value) and token.event is not None:
             token.event.set()
 
 

@@ -115,5 +115,5 @@ class EventletWaiter:
         return _parking.park(token)
 
     def unpark(self, token: Any, value: Any) -> None:
-        if _parking.hand(token, value):
+        if _parking.hand(token, value) and token.parked:
             token.hub.schedule_call_global(0, _parking.wake_parked, token)

@@ -117,7 +117,7 @@ class GeventWaiter:
         return _parking.park(token)
 
     def unpark(self, token: Any, value: Any) -> None:
-        if _parking.hand(token, value):
+        if _parking.hand(token, value) and token.parked:
             if get_hub() is token.hub:
                 token.hub.loop.run_callback(_parking.wake_parked, token)
             else:  # unparked from another OS thread: its hub's loop is not ours
