@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 
 import psycopg2
 import pytest
+from sidebyside import unpatched
 
 import psycogreen
 
@@ -92,3 +93,30 @@ def monitor(dsn: str) -> Iterator[Any]:
         yield c
     finally:
         c.close()
+
+
+#: psycogreen.aio runs on each of these event loops; every ``pytest.mark.anyio`` test runs on all three.
+AIO_BACKENDS = [
+    pytest.param(("asyncio", {}), id="asyncio"),
+    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+    pytest.param(("trio", {}), id="trio"),
+]
+
+
+@pytest.fixture(params=AIO_BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+@pytest.fixture
+def pair(dsn: str, threads_patched: str) -> Iterator[tuple[Any, Any]]:
+    """(blocking, green): the blocking one is made and used while unpatched."""
+    with unpatched():
+        blocking = psycopg2.connect(dsn)
+    green = psycopg2.connect(dsn)
+    try:
+        yield blocking, green
+    finally:
+        green.close()
+        with unpatched():
+            blocking.close()

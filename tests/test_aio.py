@@ -24,17 +24,6 @@ from psycogreen import _guard, errors
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS = [
-    pytest.param(("asyncio", {}), id="asyncio"),
-    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-    pytest.param(("trio", {}), id="trio"),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    return request.param
-
 
 @pytest.fixture(autouse=True)
 def _unpatched() -> Iterator[None]:

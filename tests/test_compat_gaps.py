@@ -13,17 +13,9 @@ import psycopg2
 import psycopg2.extensions as ext
 import psycopg2.extras
 import pytest
+from sidebyside import unpatched
 
 import psycogreen
-
-
-@contextlib.contextmanager
-def unpatched() -> Iterator[None]:
-    psycogreen.unpatch()
-    try:
-        yield
-    finally:
-        psycogreen.patch("threads")
 
 
 def test_lobject_mode_none_is_the_default_mode(dsn: str, threads_patched: str) -> None:

@@ -4,7 +4,6 @@ observable results must be identical. Hypothesis round-trips arbitrary rows both
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import threading
@@ -20,32 +19,10 @@ import psycopg2.sql as sql
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sidebyside import unpatched
 
 import psycogreen
 import psycogreen.copy
-
-
-@contextlib.contextmanager
-def unpatched() -> Iterator[None]:
-    psycogreen.unpatch()
-    try:
-        yield
-    finally:
-        psycogreen.patch("threads")
-
-
-@pytest.fixture
-def pair(dsn: str, threads_patched: str) -> Iterator[tuple[Any, Any]]:
-    """(blocking, green): the blocking one is made and used while unpatched."""
-    with unpatched():
-        blocking = psycopg2.connect(dsn)
-    green = psycopg2.connect(dsn)
-    try:
-        yield blocking, green
-    finally:
-        green.close()
-        with unpatched():
-            blocking.close()
 
 
 def both(pair: tuple[Any, Any], scenario: Callable[[Any], Any]) -> tuple[Any, Any]:

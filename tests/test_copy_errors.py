@@ -14,44 +14,20 @@ eventlet and threads in scripts, and asyncio/uvloop/trio through ``psycogreen.ai
 
 from __future__ import annotations
 
-import contextlib
 import io
 import pickle
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import anyio
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions as ext
 import pytest
+from sidebyside import unpatched
 
-import psycogreen
 import psycogreen.aio as aio
 
 DIAG_FIELDS = [a for a in dir(ext.Diagnostics) if not a.startswith("_")]
-
-
-@contextlib.contextmanager
-def unpatched() -> Iterator[None]:
-    psycogreen.unpatch()
-    try:
-        yield
-    finally:
-        psycogreen.patch("threads")
-
-
-@pytest.fixture
-def pair(dsn: str, threads_patched: str) -> Iterator[tuple[Any, Any]]:
-    """(blocking, green): the blocking one is made and used while unpatched."""
-    with unpatched():
-        blocking = psycopg2.connect(dsn)
-    green = psycopg2.connect(dsn)
-    try:
-        yield blocking, green
-    finally:
-        green.close()
-        with unpatched():
-            blocking.close()
 
 
 class Lines:
@@ -195,17 +171,6 @@ def test_failing_files_match_blocking_under_each_framework(run_script: Any, fram
 
 
 # -- psycogreen.aio --------------------------------------------------------------------------------
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", {}), id="asyncio"),
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-        pytest.param(("trio", {}), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    return request.param
 
 
 @pytest.mark.anyio

@@ -70,17 +70,6 @@ def test_copy_out_matches_blocking_byte_for_byte(run_script: Callable[..., Any],
     assert out["max_gap"] < 2.0  # the hub kept running
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", {}), id="asyncio"),
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-        pytest.param(("trio", {}), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    return request.param
-
-
 @pytest.mark.anyio
 async def test_aio_copy_out_matches_blocking_byte_for_byte(dsn: str) -> None:
     expected = blocking_summaries(dsn)

@@ -238,17 +238,6 @@ def test_connect_errors_read_like_blocking_psycopg2(
 
 # -- asyncio, uvloop, trio ------------------------------------------------------------------------
 
-BACKENDS = [
-    pytest.param(("asyncio", {}), id="asyncio"),
-    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-    pytest.param(("trio", {}), id="trio"),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    return request.param
-
 
 @pytest.fixture
 def _unpatched() -> Iterator[None]:

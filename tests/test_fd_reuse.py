@@ -85,17 +85,6 @@ def test_failover_to_a_promoted_standby(run_script: RunScript, framework: str) -
 
 # -- asyncio, uvloop, trio through psycogreen.aio ----------------------------------------------
 
-BACKENDS = [
-    pytest.param(("asyncio", {}), id="asyncio"),
-    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-    pytest.param(("trio", {}), id="trio"),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    return request.param
-
 
 @pytest.fixture(autouse=True)
 def _unpatched() -> Iterator[None]:

@@ -5,7 +5,7 @@ sync pool run through the bridge, so this checks the wiring."""
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Iterator
 
 import psycopg2
 import psycopg2.extensions as ext
@@ -17,17 +17,6 @@ from psycogreen.errors import QueryTimeout
 from psycogreen.pool import ConnectionPool as SyncPool
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", {}), id="asyncio"),
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-        pytest.param(("trio", {}), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    return request.param
 
 
 @pytest.fixture(autouse=True)

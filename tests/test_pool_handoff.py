@@ -21,17 +21,6 @@ from psycogreen import errors
 FRAMEWORKS = ["gevent", "eventlet", "threads"]
 RunScript = Callable[..., Any]
 
-BACKENDS = [
-    pytest.param(("asyncio", {}), id="asyncio"),
-    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-    pytest.param(("trio", {}), id="trio"),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    return request.param
-
 
 # -- gevent, eventlet, threads ------------------------------------------------------------------
 
