@@ -114,13 +114,17 @@ class PostgresServer:
             list(args), check=check, capture_output=True, text=True, cwd=self.base, **kwargs
         )
 
-    def _init(self) -> None:
+    def _prepare_dirs(self) -> None:
+        """The socket directory, and both it and the base owned by the server's user when root."""
         os.makedirs(self.sockdir, exist_ok=True)
         if self.user:
             ent = pwd.getpwnam(self.user)
             for path in (self.base, self.sockdir):
                 os.chown(path, ent.pw_uid, ent.pw_gid)
             os.chmod(self.base, 0o755)
+
+    def _init(self) -> None:
+        self._prepare_dirs()
         try:
             self._run(
                 os.path.join(self.bindir, "initdb"),
@@ -199,12 +203,7 @@ class PostgresServer:
                 raise RuntimeError("pg_basebackup not found (install the PostgreSQL client tools)")
             basebackup = found
         standby = PostgresServer(self.bindir)
-        os.makedirs(standby.sockdir, exist_ok=True)
-        if standby.user:
-            ent = pwd.getpwnam(standby.user)
-            for path in (standby.base, standby.sockdir):
-                os.chown(path, ent.pw_uid, ent.pw_gid)
-            os.chmod(standby.base, 0o755)
+        standby._prepare_dirs()
         try:
             standby._run(
                 basebackup,
