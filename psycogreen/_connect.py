@@ -22,6 +22,7 @@ from psycopg2.extensions import make_dsn, parse_dsn
 
 from . import _deadline
 from ._connection import green_connection_class
+from ._patch import current_waiter
 
 
 class Attempt(NamedTuple):
@@ -141,9 +142,7 @@ def connect(
         return prepare_async(original(dsn, connection_factory=connection_factory, **kwasync))
     factory = green_connection_class(connection_factory or psycopg2.extensions.connection)
     params = parse_dsn(dsn)
-    from . import _wait
-
-    attempts = plan(params, _wait.current_waiter().getaddrinfo)
+    attempts = plan(params, current_waiter().getaddrinfo)
     timeout = connect_timeout(params)
     if attempts is None:
         with _deadline.connecting(None, "server"):

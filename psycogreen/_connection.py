@@ -31,7 +31,7 @@ import psycopg2
 import psycopg2._psycopg as _psycopg
 import psycopg2.extensions as ext
 
-from . import _guard
+from . import _guard, _patch
 from ._guard import GreenState, in_use_by_other, stop_other_user, using
 from ._guard import getcurrent as _getcurrent
 
@@ -95,8 +95,6 @@ class GreenConnectionMixin(ext.connection, GreenState):
     def close(self) -> None:
         """Close the connection; if another greenlet/task/thread is inside a call on it, cancel its
         statement and let that call end first (see :func:`stop_other_user`)."""
-        from . import _wait
-
         if _guard.in_use(self):
             stop_other_user(self)
         if not self.closed:
@@ -104,8 +102,9 @@ class GreenConnectionMixin(ext.connection, GreenState):
                 fd = self.fileno()
             except psycopg2.Error:
                 fd = -1
-            if fd >= 0 and _wait.state.waiter is not None:
-                _wait.state.waiter.forget_fd(fd)
+            waiter = _patch.chosen_waiter()
+            if fd >= 0 and waiter is not None:
+                waiter.forget_fd(fd)
         super().close()
 
 

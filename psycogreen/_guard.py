@@ -265,13 +265,13 @@ def stop_other_user(conn: Any) -> None:
     which ends any wait at once. Returns with nobody inside (the caller closes), or raises
     ``ConcurrentUseError`` when waiting is impossible here.
     """
-    from . import _deadline, _wait
+    from . import _deadline, _patch
 
     owner = getattr(conn, "_pg_owner", None)
     me = getcurrent()
     if owner is None or owner is me or conn.closed:
         return
-    waiter = _wait.current_waiter()
+    waiter = _patch.current_waiter()
     if waiter.name in ("threads", "asyncio") and thread_of(owner) is thread_of(me):
         raise ConcurrentUseError(
             f"cannot close the connection: {owner!r} is inside a call on it and this code cannot wait "

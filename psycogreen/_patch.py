@@ -12,7 +12,7 @@ eventlet has monkey-patched the process (gunicorn runs ``post_fork`` *before* it
 worker patches), cannot know yet which framework will run. It settles *provisionally* on plain
 threads with an :class:`_AutoWaiter`, which hands over to the gevent/eventlet waiter the first time
 it is used after monkey-patching (seen cheaply: ``socket.socket`` is no longer the class it was).
-From then on the framework's own waiter is the one in ``_wait.state`` and the per-query path is
+From then on the framework's own waiter is the chosen one (:func:`current_waiter`) and the per-query path is
 exactly that of an explicit ``patch("gevent")``. An explicit ``patch("threads")`` stays threads.
 
 **Forgetting patch().** psycogreen's pool and Django backend call :func:`ensure_patched` (using them
@@ -34,8 +34,12 @@ from typing import Any, Optional
 import psycopg2
 import psycopg2.extensions
 
-from . import _wait
 from ._waiters import Waiter
+
+try:
+    from greenlet import getcurrent as _getcurrent
+except ImportError:  # pragma: no cover - greenlet ships with gevent and eventlet
+    _getcurrent = None
 
 FRAMEWORKS = ("gevent", "eventlet", "asyncio", "threads")
 
@@ -48,6 +52,29 @@ _active: Optional[str] = None
 _auto = False
 #: One waiter per framework, shared by ``patch()`` and the psycogreen 1.0.2 entry points.
 _waiters: dict[str, Waiter] = {}
+#: The process's waiter: set by ``patch()``, cleared by ``unpatch()``; an :class:`_AutoWaiter` when
+#: psycogreen's own code waits before anything was patched. Read through :func:`current_waiter`.
+_chosen: Optional[Waiter] = None
+
+
+def current_waiter() -> Waiter:
+    """The waiter for the running context: a bridge greenlet (psycogreen.aio) carries its own, else
+    the process's chosen one. Not patched at all: psycogreen's own waits (pool, COPY) block the thread
+    until gevent/eventlet monkey-patches, then use that framework (see :class:`_AutoWaiter`)."""
+    global _chosen
+    if _getcurrent is not None:
+        w = getattr(_getcurrent(), "psycogreen_waiter", None)
+        if w is not None:
+            return w  # type: ignore[no-any-return]
+    w = _chosen
+    if w is None:
+        w = _chosen = _AutoWaiter()
+    return w
+
+
+def chosen_waiter() -> Optional[Waiter]:
+    """The process's waiter if one was chosen (by ``patch()`` or by first use), else None."""
+    return _chosen
 
 
 def _require_wait_callback() -> None:
@@ -192,14 +219,9 @@ class _AutoWaiter:
         self._target().unpark(token, value)
 
 
-def auto_waiter() -> Waiter:
-    """What waits when psycogreen is not patched: threads, until monkey-patching is seen."""
-    return _AutoWaiter()
-
-
 def _resolve(auto: _AutoWaiter) -> Optional[Waiter]:
     """``socket.socket`` changed: if gevent/eventlet monkey-patched, switch to its waiter for good."""
-    global _active, _auto
+    global _active, _auto, _chosen
     switched = unpatched = False
     with _lock:
         name = detect()
@@ -209,8 +231,8 @@ def _resolve(auto: _AutoWaiter) -> Optional[Waiter]:
         waiter = waiter_for(name)
         # psycogreen's own waits cooperate from now on; psycopg2's only if something is patched.
         unpatched = _active is None and psycopg2.extensions.get_wait_callback() is None
-        if _wait.state.waiter is auto:
-            _wait.state.waiter = waiter
+        if _chosen is auto:
+            _chosen = waiter
             if _auto:
                 _active, _auto, switched = name, False, True
     if switched:
@@ -227,7 +249,9 @@ def patch(framework: Optional[str] = None) -> str:
     framework and before any monkey-patching, it returns "threads" and moves to gevent/eventlet by
     itself once that framework patches the process (gunicorn's ``post_fork`` runs before).
     """
-    global _original_connect, _active, _auto
+    global _original_connect, _active, _auto, _chosen
+    from . import _wait
+
     _require_wait_callback()
     name = framework or detect()
     provisional = framework is None and name == "threads"
@@ -235,7 +259,7 @@ def patch(framework: Optional[str] = None) -> str:
         if _active == name and (provisional or not _auto):
             return name  # same choice, or a detected "threads" over an explicit one: keep it
         waiter: Waiter = _AutoWaiter() if provisional else waiter_for(name)
-        _wait.state.waiter = waiter
+        _chosen = waiter
         psycopg2.extensions.set_wait_callback(_wait.wait_callback)
         if _original_connect is None:
             from . import _connect
@@ -252,7 +276,7 @@ def unpatch() -> None:
 
     Connections made while patched keep their class; they work in blocking mode afterwards.
     """
-    global _original_connect, _active, _auto
+    global _original_connect, _active, _auto, _chosen
     with _lock:
         if _active is None and _original_connect is None:
             return
@@ -260,7 +284,7 @@ def unpatch() -> None:
         if _original_connect is not None:
             psycopg2._connect = _original_connect  # type: ignore[attr-defined]
             _original_connect = None
-        _wait.state.waiter = None
+        _chosen = None
         _active, _auto = None, False
 
 
@@ -270,7 +294,7 @@ def patched() -> Optional[str]:
     After a provisional ``patch()`` this looks again, so it names the framework actually waiting.
     """
     if _auto:
-        waiter = _wait.state.waiter
+        waiter = _chosen
         if isinstance(waiter, _AutoWaiter):
             waiter._target()
     return _active

@@ -28,47 +28,12 @@ import psycopg2
 from . import _deadline, _guard, _libpq
 from ._core import READ, RV, WRITE, PQGen
 from ._core.generators import cancel_handle, cancel_nonblocking, poll_conn, poll_conn_after, send_cancel
+from ._patch import current_waiter
 from ._waiters import Waiter
-
-try:
-    from greenlet import getcurrent as _getcurrent
-except ImportError:  # pragma: no cover - greenlet ships with gevent and eventlet
-    _getcurrent = None
 
 logger = logging.getLogger("psycogreen")
 
 _monotonic = time.monotonic
-
-
-class _State:
-    """The process-wide choice made by ``patch()``."""
-
-    waiter: Optional[Waiter] = None
-
-    @property
-    def cancel_grace(self) -> float:
-        """The cancel grace; its one home is :func:`psycogreen._deadline.cancel_grace` (this alias is
-        kept for ``psycogreen.copy``: ``_deadline.grace_end()`` is the way to a cancel's deadline)."""
-        return _deadline.cancel_grace()
-
-
-state = _State()
-
-
-def current_waiter() -> Waiter:
-    """The waiter for the running context: a bridge greenlet carries its own, else the patched one."""
-    if _getcurrent is not None:
-        w = getattr(_getcurrent(), "psycogreen_waiter", None)
-        if w is not None:
-            return w  # type: ignore[no-any-return]
-    w = state.waiter
-    if w is None:
-        # Not patched: psycogreen's own waits (pool, COPY) block the thread until gevent/eventlet
-        # monkey-patches, then use that framework (the choice is made in _patch).
-        from ._patch import auto_waiter
-
-        w = state.waiter = auto_waiter()
-    return w
 
 
 class Control:

@@ -27,7 +27,7 @@ import psycopg2
 import pytest
 
 import psycogreen
-from psycogreen import _patch, _wait
+from psycogreen import _patch
 
 GREEN = ["gevent", "eventlet"]
 EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "gunicorn"
@@ -108,17 +108,17 @@ def test_unpatched_connect_without_monkey_patching_is_silent(dsn: str, clean: No
 
 def test_detected_threads_is_provisional_explicit_is_not(clean: None) -> None:
     assert psycogreen.patch() == "threads"
-    assert type(_wait.state.waiter).__name__ == "_AutoWaiter"
+    assert type(_patch.chosen_waiter()).__name__ == "_AutoWaiter"
     assert psycogreen.patch("threads") == "threads"  # the explicit choice replaces the provisional one
-    assert type(_wait.state.waiter).__name__ == "BlockingWaiter"
+    assert type(_patch.chosen_waiter()).__name__ == "BlockingWaiter"
     assert psycogreen.patch() == "threads"  # detection does not undo an explicit choice
-    assert type(_wait.state.waiter).__name__ == "BlockingWaiter"
+    assert type(_patch.chosen_waiter()).__name__ == "BlockingWaiter"
 
 
 def test_ensure_patched_is_idempotent_and_keeps_a_choice(clean: None) -> None:
     assert _patch.ensure_patched() == "threads"
-    waiter = _wait.state.waiter
-    assert _patch.ensure_patched() == "threads" and _wait.state.waiter is waiter
+    waiter = _patch.chosen_waiter()
+    assert _patch.ensure_patched() == "threads" and _patch.chosen_waiter() is waiter
     psycogreen.patch("asyncio")
     assert _patch.ensure_patched() == "asyncio"
 
@@ -145,7 +145,7 @@ def test_legacy_gevent_entry_point_uses_the_one_waiter(clean: None) -> None:
 
     psycogreen.gevent.patch_psycopg()
     assert psycogreen.patched() == "gevent"
-    assert psycogreen.gevent._gevent_waiter() is _wait.state.waiter is _patch.waiter_for("gevent")
+    assert psycogreen.gevent._gevent_waiter() is _patch.chosen_waiter() is _patch.waiter_for("gevent")
 
 
 def test_refusal_under_eventlet_holds_for_a_cached_waiter(

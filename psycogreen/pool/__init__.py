@@ -9,7 +9,7 @@ The waiting contract (one implementation for every framework)
 ------------------------------------------------------------
 All the logic lives in :class:`ConnectionPool` (``_policy``), a plain synchronous class. It never
 imports gevent, eventlet or blocking ``threading`` primitives: every wait goes through the
-primitives of ``psycogreen._wait.current_waiter()``, resolved *at call time*:
+primitives of ``psycogreen._patch.current_waiter()``, resolved *at call time*:
 
 - ``park_token()`` / ``park(token)`` / ``unpark(token, value)`` — the hand-off (``_waiting``): a
   client that finds no idle connection queues itself (FIFO) and parks; a returned connection is

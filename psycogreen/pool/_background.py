@@ -19,7 +19,7 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .._wait import current_waiter
+from .._patch import current_waiter
 from ._conn import monotonic
 
 if TYPE_CHECKING:

@@ -18,8 +18,7 @@ from typing import Any, Callable, Optional, TypeVar
 import psycopg2
 
 from .. import _deadline, _guard
-from .._patch import ensure_patched
-from .._wait import current_waiter
+from .._patch import current_waiter, ensure_patched
 from ..errors import PoolClosed, PoolTimeout, TooManyRequests
 from . import _stats as S
 from ._background import Background
