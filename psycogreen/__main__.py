@@ -139,7 +139,7 @@ def _process(report: Report) -> None:
     import psycopg2.extensions
 
     import psycogreen
-    from psycogreen import _libpq, _patch, _wait
+    from psycogreen import _patch
 
     report.section("this process")
     gevent_mp, eventlet_mp = _patch._gevent_patched(), _patch._eventlet_patched()
@@ -154,13 +154,18 @@ def _process(report: Report) -> None:
         waiter_name = detected
     else:
         report.line("psycogreen", f"patched for {active}")
-        waiter = _wait.state.waiter
+        waiter = _patch.chosen_waiter()
         waiter_name = getattr(waiter, "name", "?")
         report.line("waiter", f"{type(waiter).__name__} ({waiter_name})")
     report.line("wait callback", _callback_name(callback))
     cancel, nonblocking = _cancel_path(waiter_name)
     report.line("cancel path", cancel)
+    _cooperation(report, monkey, active, callback)
+    _process_warnings(report, nonblocking, eventlet_mp)
 
+
+def _cooperation(report: Report, monkey: list[str], active: Optional[str], callback: Any) -> None:
+    """Is psycopg2 cooperative here: the monkey-patching seen against what psycogreen waits with."""
     if monkey and callback is None:
         report.line("cooperative", "NO: every query blocks the whole process")
         report.flag(
@@ -182,6 +187,11 @@ def _process(report: Report) -> None:
         report.line("cooperative", f"yes ({active})")
     else:
         report.line("cooperative", "threads: each thread waits for itself (no green framework in use)")
+
+
+def _process_warnings(report: Report, nonblocking: bool, eventlet_mp: bool) -> None:
+    """What in this process's set-up deserves a warning (cancel path, frameworks imported)."""
+    from psycogreen import _libpq
 
     if not nonblocking:
         if getattr(_libpq, "_has_cancel_api", False):

@@ -158,17 +158,7 @@ def read_message(ptr: int, st: ReplState) -> PQGen[Optional[RawMessage]]:
         if n == -2:
             raise psycopg2.OperationalError(_libpq.error_message(ptr))
         if n == -1:
-            st.started = False
-            res = yield from fetch_result(ptr)
-            error = None
-            while res:
-                if lib.PQresultStatus(res) == _libpq.PGRES_FATAL_ERROR and error is None:
-                    error = error_from_result(res, ptr)  # owns res now
-                else:
-                    lib.PQclear(res)
-                res = yield from fetch_result(ptr)
-            if error is not None:
-                raise error
+            yield from _stream_ended(ptr, st)
             return None
         try:
             data = ctypes.string_at(buf, n)
@@ -178,29 +168,55 @@ def read_message(ptr: int, st: ReplState) -> PQGen[Optional[RawMessage]]:
         st.last_io = time.time()
         kind = data[:1]
         if kind == b"w":
-            if n < 1 + _XLOG.size + 1:
-                raise psycopg2.OperationalError("data message header too small")
-            data_start, wal_end, send_time = _XLOG.unpack_from(data, 1)
-            st.wal_end = wal_end
-            st.last_msg_data_start = data_start
-            return RawMessage(data_start, wal_end, send_time, data[1 + _XLOG.size :])
+            return _xlog_data(data, st)
         if kind == b"k":
-            if n < 1 + _KEEPALIVE.size:
-                raise psycopg2.OperationalError("keepalive message header too small")
-            wal_end, _send_time, reply = _KEEPALIVE.unpack_from(data, 1)
-            st.wal_end = wal_end
-            # psycopg2's rule: once the client confirmed the last XLogData, flush_lsn may follow the
-            # server's WAL end, so an idle slot does not hold back WAL.
-            if (
-                st.explicitly_flushed_lsn >= st.last_msg_data_start
-                and wal_end > st.explicitly_flushed_lsn
-                and wal_end > st.flush_lsn
-            ):
-                st.flush_lsn = wal_end
-            if reply:
+            if _keepalive(data, st):
                 yield from send_feedback(ptr, st)
             continue
         raise psycopg2.OperationalError("unrecognized replication message type")
+
+
+def _stream_ended(ptr: int, st: ReplState) -> PQGen[None]:
+    """The server ended the CopyBoth stream: collect its results, raising the first error."""
+    lib = _libpq.lib
+    st.started = False
+    error = None
+    res = yield from fetch_result(ptr)
+    while res:
+        if lib.PQresultStatus(res) == _libpq.PGRES_FATAL_ERROR and error is None:
+            error = error_from_result(res, ptr)  # owns res now
+        else:
+            lib.PQclear(res)
+        res = yield from fetch_result(ptr)
+    if error is not None:
+        raise error
+
+
+def _xlog_data(data: bytes, st: ReplState) -> RawMessage:
+    """An XLogData message ('w'): WAL start, WAL end, send time, payload."""
+    if len(data) < 1 + _XLOG.size + 1:
+        raise psycopg2.OperationalError("data message header too small")
+    data_start, wal_end, send_time = _XLOG.unpack_from(data, 1)
+    st.wal_end = wal_end
+    st.last_msg_data_start = data_start
+    return RawMessage(data_start, wal_end, send_time, data[1 + _XLOG.size :])
+
+
+def _keepalive(data: bytes, st: ReplState) -> bool:
+    """A primary keepalive ('k'): note the server's WAL end; return whether it asks for a reply."""
+    if len(data) < 1 + _KEEPALIVE.size:
+        raise psycopg2.OperationalError("keepalive message header too small")
+    wal_end, _send_time, reply = _KEEPALIVE.unpack_from(data, 1)
+    st.wal_end = wal_end
+    # psycopg2's rule: once the client confirmed the last XLogData, flush_lsn may follow the
+    # server's WAL end, so an idle slot does not hold back WAL.
+    if (
+        st.explicitly_flushed_lsn >= st.last_msg_data_start
+        and wal_end > st.explicitly_flushed_lsn
+        and wal_end > st.flush_lsn
+    ):
+        st.flush_lsn = wal_end
+    return bool(reply)
 
 
 def _drain_copy_both(ptr: int) -> PQGen[bool]:
