@@ -42,6 +42,7 @@ __all__ = [
     "enter",
     "in_use",
     "in_use_by_other",
+    "other_user",
     "inside",
     "is_green",
     "leave",
@@ -210,8 +211,16 @@ def in_use_by_other(conn: Any) -> bool:
     use elsewhere): closing it cancels the other user's statement, and most other methods raise
     ``ConcurrentUseError``. Costs two attribute reads; never blocks.
     """
+    return other_user(conn) is not None
+
+
+def other_user(conn: Any) -> Any:
+    """The greenlet/task/thread inside a call on ``conn`` right now if it is not the caller, else
+    None (for messages that name it). Plain psycopg2 connections have no guard state: never busy."""
     owner = getattr(conn, "_pg_owner", None)
-    return owner is not None and owner is not getcurrent()
+    if owner is None or owner is getcurrent():
+        return None
+    return owner
 
 
 def owner(conn: Any) -> Any:

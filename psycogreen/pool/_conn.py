@@ -60,18 +60,6 @@ class Meta:
         self.poller = idle_poller(conn)
 
 
-def used_elsewhere(conn: Any) -> Any:
-    """The greenlet/thread inside a call on ``conn`` right now if it is not the caller, else None.
-
-    Read from the guard state psycogreen's connection classes keep; plain psycopg2 connections have
-    none and are never reported busy.
-    """
-    owner = _guard.owner(conn)
-    if owner is None or owner is _guard.getcurrent():
-        return None
-    return owner
-
-
 def settings_of(conn: Any) -> tuple[Any, ...]:
     """The psycopg2-side session settings a borrower can change, read without a round trip."""
     return (

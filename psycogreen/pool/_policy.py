@@ -37,7 +37,6 @@ from ._conn import (
     safe_conninfo,
     select_one,
     socket_alive,
-    used_elsewhere,
 )
 from ._jobs import Sweep
 from ._upkeep import Upkeep
@@ -279,7 +278,7 @@ class ConnectionPool(Upkeep):
         with self._lock:
             out = [m for m in self._owned.values() if m.out_since]
         for m in out:
-            if used_elsewhere(m.conn) is None:
+            if _guard.other_user(m.conn) is None:
                 close_quietly(m.conn)
             else:
                 logger.warning("pool %r: closeall(): a connection in use closes on return", self.name)
@@ -606,7 +605,7 @@ class ConnectionPool(Upkeep):
                 f"putconn(): the connection {conn!r} was already returned to pool {self.name!r}; "
                 "return each connection once"
             )
-        user = used_elsewhere(conn)
+        user = _guard.other_user(conn)
         if user is not None:
             who = "another thread" if getattr(user, "parent", False) is None else repr(user)
             raise psycopg2.ProgrammingError(
