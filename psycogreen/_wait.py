@@ -259,15 +259,10 @@ def _drain(
     interrupt while draining is ignored (draining is what makes the first one safe)."""
     try:
         while True:
-            remaining = grace_end - _monotonic()
-            if remaining <= 0:
+            ready = wait_shielded(waiter, fd, events, grace_end)
+            if not ready:
                 break
-            try:
-                ready = waiter.wait_fd(fd, events, remaining, True)
-            except BaseException:  # noqa: BLE001 - a second interrupt while draining: keep draining
-                continue
-            if ready:
-                fd, events = gen.send(ready)
+            fd, events = gen.send(ready)
     except StopIteration:
         return None
     except psycopg2.Error as e:
@@ -279,6 +274,24 @@ def _drain(
     )
     _settle(exc, _not_confirmed(grace))
     return psycopg2.OperationalError(f"{_not_confirmed(grace)} (after {type(exc).__name__})")
+
+
+def wait_shielded(waiter: Waiter, fd: int, events: int, end: float) -> int:
+    """Wait for ``fd`` until the monotonic time ``end``, through any interrupt: the one wait of the
+    work that makes an interrupt safe (sending the cancel, draining its outcome), which a second
+    interrupt must not cut short; ``end`` (the cancel grace) bounds it instead. Returns the events
+    that happened, 0 when ``end`` passed first."""
+    wait_fd = waiter.wait_fd
+    while True:
+        remaining = end - _monotonic()
+        if remaining <= 0:
+            return 0
+        try:
+            ready = wait_fd(fd, events, remaining, True)
+        except BaseException:  # noqa: BLE001 - shielded: a second interrupt does not stop this work
+            continue
+        if ready:
+            return ready
 
 
 def _first_line(e: BaseException) -> str:
@@ -318,15 +331,10 @@ def cancel(conn: Any, waiter: Optional[Waiter] = None, deadline: Optional[float]
             fd, events = next(gen)
             waiter.forget_fd(fd)  # the cancel's own new socket: see _adopt()
             while True:
-                remaining = deadline - _monotonic()
-                if remaining <= 0:
+                ready = wait_shielded(waiter, fd, events, deadline)
+                if not ready:
                     raise _cancel_timed_out()
-                try:
-                    ready = waiter.wait_fd(fd, events, remaining, True)
-                except BaseException:  # noqa: BLE001 - shielded: finish sending the cancel
-                    continue
-                if ready:
-                    fd, events = gen.send(ready)
+                fd, events = gen.send(ready)
         except StopIteration:
             return
         finally:
@@ -376,14 +384,9 @@ def _cancel_in_thread(handle: int, waiter: Waiter, deadline: float) -> None:
         raise
     try:
         while not outcome:
-            remaining = deadline - _monotonic()
-            if remaining <= 0:
+            if not wait_shielded(waiter, r, READ, deadline):
                 logger.debug("PQcancel still blocked in its thread at the deadline; not waiting for it")
                 raise _cancel_timed_out()
-            try:
-                waiter.wait_fd(r, READ, remaining, True)
-            except BaseException:  # noqa: BLE001 - shielded: the cancel is on its way
-                continue
     finally:
         waiter.forget_fd(r)
         os.close(r)
