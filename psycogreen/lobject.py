@@ -23,6 +23,7 @@ import psycopg2
 import psycopg2.extensions as ext
 
 from . import _guard, _pgerror
+from ._classes import derived
 
 __all__ = ["LargeObject", "green_lobject_class", "open_lobject"]
 
@@ -321,9 +322,4 @@ def green_lobject_class(factory: Any) -> Any:
         return factory
     if factory is ext.lobject:
         return _GreenCLargeObject
-    klass = _lobject_classes.get(factory)
-    if klass is None:
-        klass = type(factory.__name__, (factory, _GreenCLargeObject), {"__module__": factory.__module__})
-        klass.__doc__ = factory.__doc__
-        _lobject_classes[factory] = klass
-    return klass
+    return derived(_lobject_classes, factory, factory, (factory, _GreenCLargeObject))

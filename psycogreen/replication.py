@@ -30,6 +30,7 @@ import psycopg2._psycopg as _psycopg
 import psycopg2.extensions as ext
 
 from . import _guard, _libpq, _wait
+from ._classes import derived
 from ._core import READ
 from ._core import replication as _repl
 from ._core.generators import wait_socket
@@ -284,12 +285,7 @@ def async_replication_cursor_class(base: Any) -> Any:
         return base
     if issubclass(base, AsyncReplicationMixin):
         return base
-    klass = _async_cursor_classes.get(base)
-    if klass is None:
-        klass = type(base.__name__, (AsyncReplicationMixin, base), {"__module__": base.__module__})
-        klass.__doc__ = base.__doc__
-        _async_cursor_classes[base] = klass
-    return klass
+    return derived(_async_cursor_classes, base, base, (AsyncReplicationMixin, base))
 
 
 def prepare_async(conn: Any) -> Any:
