@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -107,3 +107,64 @@ def test_existing_server_dsn_starts_nothing(tmp_path: Path, dsn: str) -> None:
     r = run_inner(tmp_path, env={"PSYCOGREEN_TEST_DSN": dsn, "PSYCOGREEN_TEST_PORT": "1"}, tests=tests)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 passed" in r.stdout
+
+
+OWNER = """
+import sys, time
+from psycogreen.testing import PostgresServer
+
+server = PostgresServer().start()
+print(server.datadir, server.base, server.port, flush=True)
+time.sleep(600)  # killed by the test long before
+"""
+
+
+def _postmaster_pid(datadir: str) -> int:
+    with open(os.path.join(datadir, "postmaster.pid")) as f:
+        return int(f.readline())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_until(cond: Any, timeout: float, what: str) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_killed_owner_leaves_no_server_behind(how: str) -> None:
+    import signal
+
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert owner.stdout is not None
+        datadir, base, port = owner.stdout.readline().split()
+        pid = _postmaster_pid(datadir)
+        assert _alive(pid)
+        owner.send_signal(getattr(signal, how))  # no finally, no atexit runs for SIGKILL
+        owner.wait(30)
+        _wait_until(lambda: not _alive(pid), 60, "the orphaned server to be stopped")
+        _wait_until(lambda: not os.path.exists(base), 30, "its directory to be removed")
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", int(port))) != 0  # nothing listens there any more
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()

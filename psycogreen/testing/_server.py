@@ -8,6 +8,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Any, Optional
@@ -92,6 +93,8 @@ class PostgresServer:
                 self.user = name
                 break
         self._initialised = False
+        self._watchdog: Optional[subprocess.Popen[bytes]] = None
+        self._watchdog_fd: Optional[int] = None
 
     # -- DSNs ---------------------------------------------------------------------------------
     @property
@@ -146,9 +149,34 @@ class PostgresServer:
             f.write(_HBA)
         self._initialised = True
 
+    def _watch(self) -> None:
+        """Have a watchdog process stop this server if this process dies without doing it (see
+        ``_watchdog.py``): a test run killed by a CI timeout or Ctrl-C twice leaves no server."""
+        if self._watchdog_fd is not None:
+            return
+        from . import _watchdog
+
+        r, w = os.pipe()  # both non-inheritable: only the watchdog gets r, nobody else gets w
+        try:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, _watchdog.__file__, str(r), self.datadir, self.base],
+                pass_fds=(r,),
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError:
+            os.close(w)
+            return  # best effort: the server still works, it is just not watched
+        finally:
+            os.close(r)
+        self._watchdog_fd = w
+
     def start(self, timeout: float = 30.0) -> PostgresServer:
         if not self._initialised:
             self._init()
+        self._watch()
         r = self._run(
             os.path.join(self.bindir, "pg_ctl"),
             "-D",
@@ -280,6 +308,15 @@ class PostgresServer:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
+        if self._watchdog_fd is not None:
+            os.close(self._watchdog_fd)  # the watchdog finds nothing left to do and exits
+            self._watchdog_fd = None
+        if self._watchdog is not None:
+            try:
+                self._watchdog.wait(10)
+            except subprocess.TimeoutExpired:
+                self._watchdog.kill()
+            self._watchdog = None
 
     def log_tail(self, lines: int = 60) -> str:
         try:
