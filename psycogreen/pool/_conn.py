@@ -85,13 +85,22 @@ def encoding_agrees(conn: Any) -> bool:
 
 
 def returned_clean(conn: Any, meta: Meta) -> bool:
-    """Came back exactly as configured (the common case): nothing to roll back or restore."""
+    """Came back exactly as configured (the common case): nothing to roll back or restore.
+    (:func:`settings_of` and :func:`encoding_agrees` written out: this runs on every return.)"""
     return (
         conn.get_transaction_status() == IDLE
-        and settings_of(conn) == meta.settings
+        and (
+            conn.autocommit,
+            conn.isolation_level,
+            conn.readonly,
+            conn.deferrable,
+            conn.encoding,
+            conn.cursor_factory,
+        )
+        == meta.settings
         and not conn.notifies
         and not conn.notices
-        and encoding_agrees(conn)
+        and (conn.get_parameter_status("client_encoding") == conn.encoding or encoding_agrees(conn))
         and not _guard.parked(conn)
     )
 

@@ -443,7 +443,8 @@ class ConnectionPool(Upkeep):
         counted = False
         while True:
             with self._lock:
-                self._require_open()
+                if self._closed:
+                    self._require_open()
                 if self._refill:
                     self._after_fork_check_locked()
                 if not counted:
@@ -544,8 +545,10 @@ class ConnectionPool(Upkeep):
             if roundtrip or self._check is not None:
                 with own_deadline():
                     good = self._alive(meta.conn, roundtrip)
+            elif meta.poller is not None and not meta.poller.poll(0):
+                good = not meta.conn.closed  # nothing arrived while idle: the common case, one C call
             else:
-                good = not meta.conn.closed and socket_alive(meta.conn, meta.poller)
+                good = not meta.conn.closed and socket_alive(meta.conn)
         except BaseException:
             self._discard(meta)
             raise
@@ -586,7 +589,10 @@ class ConnectionPool(Upkeep):
         usage = int((monotonic() - meta.out_since) * 1000)
         meta.out_since = 0.0
         try:
-            ok = self._restore(meta, rollback_expected, close)
+            if not close and self._reset is None and not conn.closed and returned_clean(conn, meta):
+                ok = True  # came back as configured: the common case, no call to _restore
+            else:
+                ok = self._restore(meta, rollback_expected, close)
         except BaseException:
             self._returned(meta, usage, False, True)  # dropped, not counted as returned bad
             raise
@@ -614,9 +620,10 @@ class ConnectionPool(Upkeep):
                 "Return it from that greenlet/thread once its call has finished (cancel a long "
                 "query first with conn.cancel())"
             )
-        key = self._key_of.pop(id(conn), None)
-        if key is not None:
-            self._keyed.pop(key, None)
+        if self._key_of:
+            key = self._key_of.pop(id(conn), None)
+            if key is not None:
+                self._keyed.pop(key, None)
         return meta
 
     def _restore(self, meta: Meta, rollback_expected: bool, close: bool) -> bool:
