@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Parallel by default (pytest-xdist): most of the suite is subprocess scenarios waiting on the
+# server or on timeouts, so more workers than cores pays. Each worker starts its own throwaway
+# PostgreSQL. TEST_WORKERS=0 (or PYTEST_ARGS='-n 0' / '-p no:xdist') runs serially.
+TEST_WORKERS ?= 4
+XDIST_ARGS := $(if $(findstring no:xdist,$(PYTEST_ARGS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST_ARGS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m psycogreen demo

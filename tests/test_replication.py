@@ -142,3 +142,17 @@ def test_unpatched_cursor_is_psycopg2s(dsn: str) -> None:
         assert type(cur) is psycopg2.extras.ReplicationCursor
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("framework", ["gevent", "eventlet", "threads"])
+def test_replication_consumer_among_writers(run_script: Any, framework: str) -> None:
+    """A consumer greenlet streams while two others write (tests/scripts/replication.py); under
+    gevent/eventlet the hub keeps its cadence and a waiting consumer is killed at once."""
+    out = run_script("replication.py", framework)
+    assert out["patched"] == framework
+    assert out["result"] == "stopped"
+    assert out["inserts"] == 10
+    assert out["wal_end"] is True
+    if framework != "threads":
+        assert out["max_gap"] < 0.25, out
+        assert out["kill_s"] < 1.0, out
