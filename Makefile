@@ -21,7 +21,7 @@ venv: $(STAMP)
 # server or on timeouts, so more workers than cores pays. Each worker starts its own throwaway
 # PostgreSQL. TEST_WORKERS=0 (or PYTEST_ARGS='-n 0' / '-p no:xdist') runs serially.
 TEST_WORKERS ?= 4
-XDIST_ARGS := $(if $(findstring no:xdist,$(PYTEST_ARGS)),,-n $(TEST_WORKERS) --dist loadgroup)
+XDIST_ARGS := $(if $(findstring no:xdist,$(PYTEST_ARGS)),,-n $(TEST_WORKERS))
 
 test: $(STAMP)
 	$(PY) -m pytest $(XDIST_ARGS) $(PYTEST_ARGS)

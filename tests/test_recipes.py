@@ -25,6 +25,8 @@ from until import wait_until
 
 from psycogreen.testing._server import free_port
 
+# One at a time with the other wall-clock- or CPU-heavy tests under pytest-xdist (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("serial")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
 BIN = Path(sys.executable).parent
