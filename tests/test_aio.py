@@ -17,6 +17,7 @@ import psycopg2.errors
 import psycopg2.extensions as ext
 import psycopg2.extras
 import pytest
+from ticker import AsyncTicker
 from until import await_until
 
 import psycogreen
@@ -77,24 +78,6 @@ async def _wait_idle(monitor: aio.AsyncConnection, pid: int) -> str:
     what = f"backend {pid} to stop running (the statement cancelled on the server)"
     state: str = await await_until(not_active, what=what)
     return state
-
-
-class Ticker:
-    """A task that sleeps 5 ms in a loop and records the largest gap: a frozen loop shows."""
-
-    def __init__(self) -> None:
-        self.max_gap = 0.0
-        self.ticks = 0
-        self.running = True
-
-    async def run(self) -> None:
-        last = time.monotonic()
-        while self.running:
-            await anyio.sleep(0.005)
-            now = time.monotonic()
-            self.max_gap = max(self.max_gap, now - last)
-            self.ticks += 1
-            last = now
 
 
 # -- basics -------------------------------------------------------------------------------------
@@ -225,7 +208,7 @@ async def test_copy_both_ways(aconn: aio.AsyncConnection) -> None:
 
 async def test_ticker_keeps_cadence(dsn: str) -> None:
     conns = [await aio.connect(dsn) for _ in range(8)]
-    ticker = Ticker()
+    ticker = AsyncTicker()
     t0 = time.monotonic()
 
     async def sleeper(c: aio.AsyncConnection) -> None:
@@ -370,7 +353,7 @@ async def test_connect_timeout_against_silent_server() -> None:
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # accepts the TCP handshake, never answers the startup packet
     port = silent.getsockname()[1]
-    ticker = Ticker()
+    ticker = AsyncTicker()
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(ticker.run)
@@ -401,7 +384,7 @@ def _legacy_dao(dsn: str, n: int) -> list[int]:
 
 
 async def test_run_sync_plain_psycopg2_cooperates(dsn: str) -> None:
-    ticker = Ticker()
+    ticker = AsyncTicker()
     results: list[list[int]] = []
     t0 = time.monotonic()
 
@@ -452,7 +435,7 @@ def _sqlalchemy_orm(dsn: str) -> list[str]:
 
 
 async def test_run_sync_sqlalchemy_orm_session(dsn: str) -> None:
-    ticker = Ticker()
+    ticker = AsyncTicker()
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker.run)
         names = await aio.run_sync(_sqlalchemy_orm, dsn)

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Optional
 import anyio
 import psycopg2
 import pytest
+from ticker import AsyncTicker
 from until import await_until, wait_until
 
 import psycogreen
@@ -271,26 +272,10 @@ async def _busy(monitor: aio.AsyncConnection, pid: int) -> bool:
     return bool(row and row[0])
 
 
-class _Ticker:
-    """A task ticking every 5 ms; ``max_gap`` is the worst stall of the loop it saw."""
-
-    def __init__(self) -> None:
-        self.max_gap = 0.0
-        self.stop = False
-
-    async def run(self) -> None:
-        last = time.monotonic()
-        while not self.stop:
-            await anyio.sleep(0.005)
-            now = time.monotonic()
-            self.max_gap = max(self.max_gap, now - last)
-            last = now
-
-
 async def _close_under_owner(conn: aio.AsyncConnection, sql: str, ready: Callable[[], Any]) -> dict[str, Any]:
     """Run ``sql`` in one task, close ``conn`` from another once ``await ready()`` holds."""
     seen: dict[str, Any] = {}
-    ticker = _Ticker()
+    ticker = AsyncTicker()
 
     async def owner() -> None:
         t0 = time.monotonic()
@@ -309,7 +294,7 @@ async def _close_under_owner(conn: aio.AsyncConnection, sql: str, ready: Callabl
             await conn.close()
             seen["close_took"] = time.monotonic() - t0
             await await_until(lambda: "returned_after" in seen, what="the owner to return")
-            ticker.stop = True
+            ticker.running = False
     seen["max_gap"] = ticker.max_gap
     return seen
 
@@ -364,7 +349,7 @@ async def test_aio_dead_network_timeout(dsn: str, _unpatched: None, cancel_path:
         cur = conn.cursor()
         await cur.execute("select 1")
         proxy.stall()
-        ticker = _Ticker()
+        ticker = AsyncTicker()
         t0 = time.monotonic()
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
@@ -372,7 +357,7 @@ async def test_aio_dead_network_timeout(dsn: str, _unpatched: None, cancel_path:
                 with pytest.raises(QueryTimeout) as info:
                     with psycogreen.timeout(DEADLINE):
                         await cur.execute("select 1")
-                ticker.stop = True
+                ticker.running = False
         elapsed = time.monotonic() - t0
     assert DEADLINE <= elapsed < DEADLINE + GRACE + SLACK, elapsed
     assert conn.closed
