@@ -149,7 +149,6 @@ def _worker_database(dsn: str, worker: str) -> Iterator[str]:
 
     base = parse_dsn(dsn).get("dbname") or "postgres"
     name = f"{base}_{worker}"
-    drop = sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
     try:
         admin = psycopg2.connect(dsn)
     except psycopg2.Error as e:
@@ -157,7 +156,7 @@ def _worker_database(dsn: str, worker: str) -> Iterator[str]:
     admin.autocommit = True
     try:
         with admin.cursor() as cur:
-            cur.execute(drop)
+            _drop_database(cur, name)
             try:
                 cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
             except psycopg2.Error as e:
@@ -169,9 +168,20 @@ def _worker_database(dsn: str, worker: str) -> Iterator[str]:
     finally:
         try:
             with admin.cursor() as cur:
-                cur.execute(drop)
+                _drop_database(cur, name)
         finally:
             admin.close()
+
+
+def _drop_database(cur: Any, name: str) -> None:
+    """Drop ``name`` even if a test left a session in it (``with (force)``, PostgreSQL 13+)."""
+    import psycopg2.errors
+    from psycopg2 import sql
+
+    try:
+        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    except psycopg2.errors.SyntaxError:  # before PostgreSQL 13
+        cur.execute(sql.SQL("drop database if exists {}").format(sql.Identifier(name)))
 
 
 @pytest.hookimpl(hookwrapper=True)
