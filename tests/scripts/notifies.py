@@ -9,15 +9,17 @@ import kit
 import psycopg2
 
 import psycogreen
+from psycogreen import _guard
 
 lc = psycopg2.connect(kit.DSN)
 lc.autocommit = True
 lc.cursor().execute("listen ch")
-lc.cursor().execute("notify ch, 'queued'")  # received by the next query: queued in lc.notifies
+lc.cursor().execute("notify ch, 'queued'")  # our own: comes with the result, kept in lc.notifies
 ticker = kit.Ticker()
 
 
 def notifier() -> None:
+    kit.wait_until(lambda: _guard.in_use(lc), what="the listener to wait")
     nc = psycopg2.connect(kit.DSN)
     nc.autocommit = True
     for i in range(3):
@@ -28,7 +30,7 @@ def notifier() -> None:
 
 stream = psycogreen.notifies(lc, timeout=10, stop_after=4)
 got = [next(stream).payload]  # the queued one comes first, before anything is sent
-ng = kit.spawn(notifier)  # only now: the others arrive while the listener waits
+ng = kit.spawn(notifier)  # the others are sent once the listener waits
 got += [n.payload for n in stream]
 kit.result(ng)
 t0 = time.monotonic()
