@@ -17,8 +17,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Parallel by default (pytest-xdist): most of the suite is subprocess scenarios waiting on the
+# server or on timeouts, so more workers than cores pays. Each worker starts its own throwaway
+# PostgreSQL. TEST_WORKERS=0 (or PYTEST_ARGS='-n 0' / '-p no:xdist') runs serially; so does a run
+# against an existing server (PSYCOGREEN_TEST_DSN): the suite's database `app`, replication slots and
+# pg_stat_activity checks are server-wide, so its workers would share them.
+TEST_WORKERS ?= 4
+XDIST_ARGS := $(if $(or $(findstring no:xdist,$(PYTEST_ARGS)),$(PSYCOGREEN_TEST_DSN)),,-n $(TEST_WORKERS))
+
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST_ARGS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m psycogreen demo

@@ -24,6 +24,17 @@ SCRIPTS = Path(__file__).parent / "scripts"
 FRAMEWORKS = ["gevent", "eventlet", "threads"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Parallel runs (pytest-xdist): ``-n N`` alone means ``--dist load``, which ignores groups; use
+    ``loadgroup`` so ``xdist_group("serial")`` holds. That group (``pytestmark`` of test_bench.py,
+    test_recipes.py, test_cooperation.py) is the tests that must not run at the same time as each
+    other: the bench smoke tests (a callgrind run, CPU-heavy), the deployment recipes (whole app
+    servers, and an "overlapped: done in under half the serial time" bound) and the cooperation
+    proofs (a wall-time bound on concurrent queries). They run one after another on one worker."""
+    if getattr(config.option, "dist", None) == "load":
+        config.option.dist = "loadgroup"
+
+
 @pytest.fixture(scope="session")
 def dsn(psycogreen_dsn: str) -> str:
     return psycogreen_dsn

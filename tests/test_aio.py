@@ -17,6 +17,8 @@ import psycopg2.errors
 import psycopg2.extensions as ext
 import psycopg2.extras
 import pytest
+from ticker import AsyncTicker
+from until import await_until
 
 import psycogreen
 import psycogreen.aio as aio
@@ -59,42 +61,23 @@ async def _activity(monitor: aio.AsyncConnection, pid: int) -> tuple[str, str]:
 
 
 async def _wait_active(monitor: aio.AsyncConnection, pid: int, needle: str) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    async def running() -> bool:
         state, query = await _activity(monitor, pid)
-        if state == "active" and needle in query:
-            return
-        await anyio.sleep(0.02)
-    pytest.fail(f"backend {pid} never started running {needle!r}")
+        return state == "active" and needle in query
+
+    await await_until(running, what=f"backend {pid} to run {needle!r}")
 
 
 async def _wait_idle(monitor: aio.AsyncConnection, pid: int) -> str:
     """The server-side proof of a cancel: the backend stops running the statement."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        state, query = await _activity(monitor, pid)
-        if state != "active":
-            return state
-        await anyio.sleep(0.02)
-    pytest.fail(f"backend {pid} still active: the statement was not cancelled on the server")
 
+    async def not_active() -> str:
+        state, _ = await _activity(monitor, pid)
+        return state if state != "active" else ""
 
-class Ticker:
-    """A task that sleeps 5 ms in a loop and records the largest gap: a frozen loop shows."""
-
-    def __init__(self) -> None:
-        self.max_gap = 0.0
-        self.ticks = 0
-        self.running = True
-
-    async def run(self) -> None:
-        last = time.monotonic()
-        while self.running:
-            await anyio.sleep(0.005)
-            now = time.monotonic()
-            self.max_gap = max(self.max_gap, now - last)
-            self.ticks += 1
-            last = now
+    what = f"backend {pid} to stop running (the statement cancelled on the server)"
+    state: str = await await_until(not_active, what=what)
+    return state
 
 
 # -- basics -------------------------------------------------------------------------------------
@@ -225,7 +208,7 @@ async def test_copy_both_ways(aconn: aio.AsyncConnection) -> None:
 
 async def test_ticker_keeps_cadence(dsn: str) -> None:
     conns = [await aio.connect(dsn) for _ in range(8)]
-    ticker = Ticker()
+    ticker = AsyncTicker()
     t0 = time.monotonic()
 
     async def sleeper(c: aio.AsyncConnection) -> None:
@@ -257,8 +240,8 @@ async def test_notifies(dsn: str, aconn: aio.AsyncConnection) -> None:
 
     async def send() -> None:
         scur = sender.cursor()
-        for i in range(3):
-            await anyio.sleep(0.05)
+        for i in range(3):  # each one sent while the listener waits for it
+            await await_until(lambda: _guard.in_use(aconn.raw), what="the listener to wait")
             await scur.execute("select pg_notify('chan', %s)", (str(i),))
 
     got = []
@@ -357,8 +340,8 @@ async def test_concurrent_use_is_refused(aconn: aio.AsyncConnection) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(first)
-        while not _guard.in_use(aconn.raw):  # until the first task's statement holds the connection
-            await anyio.sleep(0.001)
+        # until the first task's statement holds the connection
+        await await_until(lambda: _guard.in_use(aconn.raw), interval=0.001, what="the first statement")
         with pytest.raises(errors.ConcurrentUseError, match="already in use"):
             await aconn.cursor().execute("select 2")
     assert results == [("", 1)]
@@ -370,7 +353,7 @@ async def test_connect_timeout_against_silent_server() -> None:
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # accepts the TCP handshake, never answers the startup packet
     port = silent.getsockname()[1]
-    ticker = Ticker()
+    ticker = AsyncTicker()
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(ticker.run)
@@ -401,7 +384,7 @@ def _legacy_dao(dsn: str, n: int) -> list[int]:
 
 
 async def test_run_sync_plain_psycopg2_cooperates(dsn: str) -> None:
-    ticker = Ticker()
+    ticker = AsyncTicker()
     results: list[list[int]] = []
     t0 = time.monotonic()
 
@@ -452,7 +435,7 @@ def _sqlalchemy_orm(dsn: str) -> list[str]:
 
 
 async def test_run_sync_sqlalchemy_orm_session(dsn: str) -> None:
-    ticker = Ticker()
+    ticker = AsyncTicker()
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker.run)
         names = await aio.run_sync(_sqlalchemy_orm, dsn)
@@ -502,7 +485,7 @@ async def test_pool_connection_commit_and_exhaustion(dsn: str) -> None:
 
         # A waiting client gets the connection given back by another task.
         async def give_back_later() -> None:
-            await anyio.sleep(0.1)
+            await await_until(lambda: pool.sync._clients, what="the client to queue")
             await pool.putconn(held.pop())
 
         async with anyio.create_task_group() as tg:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+# One at a time with the other wall-clock- or CPU-heavy tests under pytest-xdist (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("serial")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -6,6 +6,9 @@ from typing import Any, Callable
 
 import pytest
 
+# One at a time with the other wall-clock- or CPU-heavy tests under pytest-xdist (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("serial")
+
 
 @pytest.mark.parametrize("framework", ["gevent", "eventlet"])
 def test_ticker_keeps_cadence_while_queries_sleep(run_script: Callable[..., Any], framework: str) -> None:

@@ -20,9 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sidebyside import unpatched
+from until import wait_until
 
 import psycogreen
 import psycogreen.copy
+from psycogreen import _guard
 
 
 def both(pair: tuple[Any, Any], scenario: Callable[[Any], Any]) -> tuple[Any, Any]:
@@ -420,7 +422,7 @@ def test_notifies(dsn: str, threads_patched: str) -> None:
         assert conn.notifies == []
 
         def later() -> None:
-            time.sleep(0.2)
+            wait_until(lambda: _guard.in_use(conn), what="the listener to wait")  # sent while it waits
             for i in range(5):
                 other.cursor().execute("notify a, %s", (str(i),))
 

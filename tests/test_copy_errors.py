@@ -231,7 +231,7 @@ async def test_aio_cancel_mid_copy_still_interrupts(dsn: str) -> None:
             for i in range(10**9):
                 if i == 100:
                     started.set()
-                    await anyio.sleep(3600)
+                    await anyio.sleep(3600)  # behaviour: a source that stalls until cancelled
                 yield f"{i}\n".encode()
 
         with anyio.move_on_after(30) as scope:

@@ -15,6 +15,8 @@ from typing import Any, AsyncIterator, Callable, Iterator, Optional
 import anyio
 import psycopg2
 import pytest
+from ticker import AsyncTicker
+from until import await_until, wait_until
 
 import psycogreen
 import psycogreen.aio as aio
@@ -186,15 +188,16 @@ def password_dsn(dsn: str) -> Iterator[Optional[str]]:
         cur.execute("create role psycogreen_pw login password 'psycogreen-right-one'")
         cur.execute("select pg_reload_conf()")
         wrong = f"host=127.0.0.1 port={_port(dsn)} user=psycogreen_pw password=wrong-one dbname=postgres"
-        deadline = time.monotonic() + 10
-        while True:  # the postmaster reloads pg_hba.conf asynchronously
+
+        def rejected() -> bool:
             try:
                 psycopg2.connect(wrong).close()
             except psycopg2.OperationalError as e:
-                if "password authentication failed" in str(e):
-                    break
-            assert time.monotonic() < deadline, "pg_hba.conf reload not seen"
-            time.sleep(0.05)
+                return "password authentication failed" in str(e)
+            return False
+
+        # the postmaster reloads pg_hba.conf asynchronously
+        wait_until(rejected, interval=0.05, what="the pg_hba.conf reload")
         yield wrong
     finally:
         with open(hba, "w") as f:
@@ -266,26 +269,10 @@ async def _busy(monitor: aio.AsyncConnection, pid: int) -> bool:
     return bool(row and row[0])
 
 
-class _Ticker:
-    """A task ticking every 5 ms; ``max_gap`` is the worst stall of the loop it saw."""
-
-    def __init__(self) -> None:
-        self.max_gap = 0.0
-        self.stop = False
-
-    async def run(self) -> None:
-        last = time.monotonic()
-        while not self.stop:
-            await anyio.sleep(0.005)
-            now = time.monotonic()
-            self.max_gap = max(self.max_gap, now - last)
-            last = now
-
-
 async def _close_under_owner(conn: aio.AsyncConnection, sql: str, ready: Callable[[], Any]) -> dict[str, Any]:
     """Run ``sql`` in one task, close ``conn`` from another once ``await ready()`` holds."""
     seen: dict[str, Any] = {}
-    ticker = _Ticker()
+    ticker = AsyncTicker()
 
     async def owner() -> None:
         t0 = time.monotonic()
@@ -299,14 +286,12 @@ async def _close_under_owner(conn: aio.AsyncConnection, sql: str, ready: Callabl
         async with anyio.create_task_group() as tg:
             tg.start_soon(ticker.run)
             tg.start_soon(owner)
-            while not await ready():
-                await anyio.sleep(0.01)
+            await await_until(ready, what="the owner's statement to be under way")
             t0 = time.monotonic()
             await conn.close()
             seen["close_took"] = time.monotonic() - t0
-            while "returned_after" not in seen:
-                await anyio.sleep(0.01)
-            ticker.stop = True
+            await await_until(lambda: "returned_after" in seen, what="the owner to return")
+            ticker.running = False
     seen["max_gap"] = ticker.max_gap
     return seen
 
@@ -322,9 +307,11 @@ async def test_aio_close_from_another_task(dsn: str, amonitor: aio.AsyncConnecti
     assert seen["returned_after"] < 5.0 and seen["close_took"] < 5.0
     assert conn.closed
     assert seen["max_gap"] < 0.5
-    with anyio.fail_after(10):
-        while await _busy(amonitor, pid):
-            await anyio.sleep(0.02)
+    await await_until(lambda: _idle(amonitor, pid), what=f"backend {pid} to stop running")
+
+
+async def _idle(monitor: aio.AsyncConnection, pid: int) -> bool:
+    return not await _busy(monitor, pid)
 
 
 @pytest.mark.anyio
@@ -359,7 +346,7 @@ async def test_aio_dead_network_timeout(dsn: str, _unpatched: None, cancel_path:
         cur = conn.cursor()
         await cur.execute("select 1")
         proxy.stall()
-        ticker = _Ticker()
+        ticker = AsyncTicker()
         t0 = time.monotonic()
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
@@ -367,7 +354,7 @@ async def test_aio_dead_network_timeout(dsn: str, _unpatched: None, cancel_path:
                 with pytest.raises(QueryTimeout) as info:
                     with psycogreen.timeout(DEADLINE):
                         await cur.execute("select 1")
-                ticker.stop = True
+                ticker.running = False
         elapsed = time.monotonic() - t0
     assert DEADLINE <= elapsed < DEADLINE + GRACE + SLACK, elapsed
     assert conn.closed

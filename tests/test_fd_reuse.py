@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 import anyio
 import psycopg2
 import pytest
+from until import await_until
 
 import psycogreen
 import psycogreen.aio as aio
@@ -170,7 +171,7 @@ async def _clients(pool: aio.ConnectionPool, n: int, stop: list[bool], oks: list
                     await conn.cursor().execute("select pg_sleep(0.002)")
                 oks.append(time.monotonic())
             except (PoolTimeout, psycopg2.Error):
-                await anyio.sleep(0.02)
+                await anyio.sleep(0.02)  # behaviour: a client backs off before retrying
 
     return [client for _ in range(n)]
 
@@ -192,16 +193,15 @@ async def test_aio_terminate_storms(dsn: str, records: _Records) -> None:
                 for fn in await _clients(pool, 16, stop, oks):
                     tg.start_soon(fn)
                 for _ in range(5):
-                    seen = len(oks)
-                    while len(oks) < seen + 50:
-                        await anyio.sleep(0.01)
+                    want = len(oks) + 50
+                    await await_until(lambda w=want: len(oks) >= w, 60, "50 more queries served")
                     await mon.cursor().execute(
                         "select pg_terminate_backend(pid) from pg_stat_activity where application_name = %s",
                         (app,),
                     )
                 after = len(oks)
-                while len(oks) < after + 300:  # everyone is served again
-                    await anyio.sleep(0.01)
+                # everyone is served again
+                await await_until(lambda: len(oks) >= after + 300, 60, "300 queries after the storms")
                 stop[0] = True  # every client must now finish: none may hang inside a query
     finally:
         stop[0] = True
@@ -224,12 +224,10 @@ async def test_aio_server_restart(records: _Records) -> None:
             async with anyio.create_task_group() as tg:
                 for fn in await _clients(pool, 8, stop, oks):
                     tg.start_soon(fn)
-                while len(oks) < 50:
-                    await anyio.sleep(0.01)
+                await await_until(lambda: len(oks) >= 50, 60, "50 queries served")
                 await anyio.to_thread.run_sync(server.restart)
                 up_at = time.monotonic()
-                while len([t for t in oks if t > up_at]) < 200:
-                    await anyio.sleep(0.02)
+                await await_until(lambda: sum(t > up_at for t in oks) >= 200, 80, "200 queries after restart")
                 stop[0] = True
     finally:
         stop[0] = True

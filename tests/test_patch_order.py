@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 import psycopg2
 import pytest
+from until import wait_until
 
 import psycogreen
 from psycogreen import _patch
@@ -205,15 +206,16 @@ def test_gunicorn_post_fork_patch(dsn: str, worker: str, tmp_path: Path) -> None
     proc = subprocess.Popen(cmd, cwd=EXAMPLE, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answers() -> bool:
             try:
-                debug = _get(base + "/debug")
-                break
+                _get(base + "/debug")
+                return True
             except OSError:
                 assert proc.poll() is None, log.seek(0) or log.read()
-                assert time.monotonic() < deadline, "gunicorn did not answer within 30 s"
-                time.sleep(0.1)
+                return False
+
+        wait_until(answers, 30, "gunicorn to answer", interval=0.1)
         _get(base + "/")  # one request first: the provisional waiter resolves on first use
         n, sleep = 20, 0.2
         with ThreadPoolExecutor(n) as ex:

@@ -4,15 +4,19 @@ directory, with the plugin loaded through its entry point as ``pip install psyco
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
+import psycopg2
 import pytest
+from until import wait_until
 
+from psycogreen.testing import PostgresServer
 from psycogreen.testing._server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +113,94 @@ def test_existing_server_dsn_starts_nothing(tmp_path: Path, dsn: str) -> None:
     assert "1 passed" in r.stdout
 
 
+WORKER_TESTS = """
+import os
+import psycopg2
+
+def _where(dsn):
+    conn = psycopg2.connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute("select current_setting('port'), current_database()")
+        port, db = cur.fetchone()
+    conn.close()
+    return port, db
+
+def test_a(psycogreen_dsn, worker_id):
+    with open(os.path.join(os.environ["OUT_DIR"], "a"), "w") as f:
+        f.write(worker_id + " " + " ".join(_where(psycogreen_dsn)))
+
+def test_b(psycogreen_dsn, worker_id):
+    with open(os.path.join(os.environ["OUT_DIR"], "b"), "w") as f:
+        f.write(worker_id + " " + " ".join(_where(psycogreen_dsn)))
+"""
+
+
+def _seen(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    """worker id -> (port, database) that worker's test connected to."""
+    rows = [(tmp_path / name).read_text().split() for name in ("a", "b")]
+    return {worker: (port, db) for worker, port, db in rows}
+
+
+def _free_pair() -> int:
+    """A port P with P + 1 free too, below the ephemeral range (where client sockets come and go)."""
+    for port in random.sample(range(20000, 32000, 2), 50):
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise AssertionError("no two free ports in a row below 32000")
+
+
+def test_xdist_workers_get_a_server_each_on_port_plus_index(tmp_path: Path) -> None:
+    """Two workers, two throwaway servers; with a fixed port, worker gwK listens on PORT + K."""
+    port = _free_pair()
+    args = ["-n", "2", "--dist", "each", f"--psycogreen-port={port}"]
+    r = run_inner(tmp_path, *args, env={"OUT_DIR": str(tmp_path)}, tests=WORKER_TESTS)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # --dist each: every worker runs both tests; the files hold the last writer of each
+    seen = _seen(tmp_path)
+    assert all(p == str(port + int(w[2:])) and db == "postgres" for w, (p, db) in seen.items()), seen
+
+
+def test_xdist_workers_sharing_an_existing_server_get_a_database_each(tmp_path: Path, dsn: str) -> None:
+    r = run_inner(
+        tmp_path,
+        "-n",
+        "2",
+        "--dist",
+        "each",
+        env={"OUT_DIR": str(tmp_path), "PSYCOGREEN_TEST_DSN": dsn},
+        tests=WORKER_TESTS,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    seen = _seen(tmp_path)
+    assert all(db == f"postgres_{w}" for w, (_, db) in seen.items()), seen
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select count(*) from pg_database where datname like 'postgres\\_gw%'")
+            assert cur.fetchone()[0] == 0  # dropped at the end of each worker's session
+    finally:
+        conn.close()
+
+
+def test_a_picked_port_taken_before_the_server_binds_it_moves(busy_port: int) -> None:
+    """Parallel workers pick free ports at the same time: losing the race moves the server."""
+    server = PostgresServer()
+    server.port = busy_port  # as if another process had bound the picked port meanwhile
+    try:
+        server.start()
+        assert server.port != busy_port
+        assert f"port={server.port}" in server.dsn
+        server.restart()  # clients know the port now: a restart keeps it
+        assert psycopg2.connect(server.dsn).close() is None
+    finally:
+        server.destroy()
+
+
 OWNER = """
 import sys, time
 from psycogreen.testing import PostgresServer
@@ -134,15 +226,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _wait_until(cond: Any, timeout: float, what: str) -> None:
-    import time
-
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_a_killed_owner_leaves_no_server_behind(how: str) -> None:
     import signal
@@ -160,8 +243,8 @@ def test_a_killed_owner_leaves_no_server_behind(how: str) -> None:
         assert _alive(pid)
         owner.send_signal(getattr(signal, how))  # no finally, no atexit runs for SIGKILL
         owner.wait(30)
-        _wait_until(lambda: not _alive(pid), 60, "the orphaned server to be stopped")
-        _wait_until(lambda: not os.path.exists(base), 30, "its directory to be removed")
+        wait_until(lambda: not _alive(pid), 60, "the orphaned server to be stopped")
+        wait_until(lambda: not os.path.exists(base), 30, "its directory to be removed")
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", int(port))) != 0  # nothing listens there any more
     finally:

@@ -6,13 +6,13 @@ import gc
 import logging
 import socket
 import threading
-import time
 import weakref
 from typing import Any, Iterator
 
 import psycopg2
 import psycopg2.pool
 import pytest
+from until import wait_until
 
 from psycogreen.errors import PoolClosed, PoolTimeout, TooManyRequests
 from psycogreen.pool import ConnectionPool, NullConnectionPool, safe_conninfo
@@ -246,10 +246,7 @@ def test_pool_is_collected_and_workers_end(dsn: str, threads_patched: str) -> No
     assert ref() is None
     for m in conns:
         m.conn.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _workers() > baseline:
-        time.sleep(0.05)
-    assert _workers() <= baseline
+    wait_until(lambda: _workers() <= baseline, what="the pool's workers to end")
 
 
 def test_invalid_sizes() -> None:

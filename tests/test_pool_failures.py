@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from until import wait_until
 
 import psycogreen
 from psycogreen.errors import PoolTimeout, QueryTimeout
@@ -76,9 +77,7 @@ def test_busy_pool_advice_and_waiting_count(dsn: str, threads_patched: str) -> N
         t = threading.Thread(target=patient)
         t.start()
         second_queued.wait(5)
-        deadline = time.monotonic() + 10
-        while pool.get_stats()["requests_queued"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: pool.get_stats()["requests_queued"] >= 1, what="the second client to queue")
         with pytest.raises(PoolTimeout) as info:
             pool.getconn(timeout=0.3)
         msg = str(info.value)

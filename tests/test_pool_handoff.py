@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import anyio
 import pytest
+from until import await_until
 
 import psycogreen
 import psycogreen.aio as aio
@@ -86,10 +87,7 @@ def _unpatched() -> Any:
 
 
 async def _queued(pool: aio.ConnectionPool, n: int) -> None:
-    deadline = time.monotonic() + 10
-    while len(pool.sync._clients) != n:
-        assert time.monotonic() < deadline, f"timed out waiting for {n} queued clients"
-        await anyio.sleep(0.005)
+    await await_until(lambda: len(pool.sync._clients) == n, what=f"{n} queued clients")
 
 
 @pytest.mark.anyio
@@ -112,8 +110,7 @@ async def test_bridge_park_unpark_contract() -> None:
             result.append(await call(parker))
 
         tg.start_soon(run)
-        while not box:
-            await anyio.sleep(0.005)
+        await await_until(lambda: box, what="the parker to take its token")
         WAITER.unpark(box[0], "late")
     assert result == ["late"]
     box.clear()
@@ -194,10 +191,9 @@ async def test_aio_storm_of_cancellations_and_timeouts_loses_no_connection(dsn: 
             for i in range(80):
                 tg.start_soon(work, i)
         assert outcomes.get("ok", 0) > 0, outcomes
-        deadline = time.monotonic() + 10
-        while len(pool.sync._idle) != 3:
-            assert time.monotonic() < deadline, repr(pool)
-            await anyio.sleep(0.01)
+        await await_until(
+            lambda: len(pool.sync._idle) == 3, what="3 idle connections", detail=lambda: repr(pool)
+        )
         assert len(pool.sync._owned) == 3 and not pool.sync._clients, repr(pool)
         for _ in range(3):
             async with pool.connection(timeout=5) as c:

@@ -21,9 +21,12 @@ from typing import Any, Callable, Iterator, Optional
 
 import psycopg2
 import pytest
+from until import wait_until
 
 from psycogreen.testing._server import free_port
 
+# One at a time with the other wall-clock- or CPU-heavy tests under pytest-xdist (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("serial")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
 BIN = Path(sys.executable).parent
@@ -33,18 +36,15 @@ SERIAL = JOBS * SLEEP  # 4 s: what the jobs take when they do not overlap
 BOUND = SERIAL / 2  # generous: overlapping jobs take ~0.2-0.6 s here
 
 
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, proc: Optional[Service] = None) -> Any:
-    """Poll ``cond`` until it returns something truthy; fail naming ``what`` (and the server's log)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
+def wait_for(cond: Callable[[], Any], timeout: float, what: str, proc: Optional[Service] = None) -> Any:
+    """``until.wait_until`` that also fails at once when ``proc`` exits, and shows its log."""
+
+    def check() -> Any:
         if proc is not None and proc.popen.poll() is not None:
             pytest.fail(f"{proc.name} exited {proc.popen.returncode} while waiting for {what}\n{proc.log()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}\n{proc.log() if proc else ''}")
-        time.sleep(0.05)
+        return cond()
+
+    return wait_until(check, timeout, what, interval=0.05, detail=proc.log if proc else None)
 
 
 class Service:
@@ -151,7 +151,7 @@ def test_fastapi_uvicorn_aio_pool(dsn: str, tmp_path: Path, services: list[Servi
         tmp_path / "uvicorn.log",
     )
     services.append(svc)
-    wait_until(lambda: http_ok(port, "/stats"), 60, "uvicorn to answer", svc)
+    wait_for(lambda: http_ok(port, "/stats"), 60, "uvicorn to answer", svc)
     http_ok(port, f"/sleep?seconds={SLEEP}")  # warm: the first request of a process pays imports
 
     elapsed, answers = concurrent_gets(port, f"/sleep?seconds={SLEEP}", JOBS)
@@ -165,7 +165,7 @@ def test_fastapi_uvicorn_aio_pool(dsn: str, tmp_path: Path, services: list[Servi
     assert svc.stop() in (0, -signal.SIGTERM), svc.log()
     assert "Application shutdown complete" in svc.log()
     # The lifespan closed the pool: no connection outlives the server.
-    wait_until(lambda: backends(dsn, "recipe_fastapi") == 0, 10, "the pool's connections to close")
+    wait_for(lambda: backends(dsn, "recipe_fastapi") == 0, 10, "the pool's connections to close")
 
 
 # -- Celery -P gevent --------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_celery_gevent_worker(dsn: str, tmp_path: Path, services: list[Service])
                 cur.execute("select count(*) from celery_jobs")
                 return int(cur.fetchone()[0]) == JOBS
 
-        wait_until(done, 60, f"{JOBS} tasks to finish", worker)
+        wait_for(done, 60, f"{JOBS} tasks to finish", worker)
         wall = time.monotonic() - sent
         with conn.cursor() as cur:
             cur.execute(
@@ -272,7 +272,7 @@ def test_celery_gevent_worker(dsn: str, tmp_path: Path, services: list[Service])
 
         assert worker.stop() == 0, worker.log()
         # worker_shutdown closed the pool
-        wait_until(lambda: backends(dsn, "recipe_celery") == 0, 10, "the pool's connections to close")
+        wait_for(lambda: backends(dsn, "recipe_celery") == 0, 10, "the pool's connections to close")
     finally:
         conn.cursor().execute("drop table if exists celery_jobs")
         conn.close()
@@ -300,7 +300,7 @@ def test_uwsgi_gevent(dsn: str, tmp_path: Path, services: list[Service]) -> None
         tmp_path / "uwsgi.log",
     )
     services.append(svc)
-    wait_until(lambda: http_ok(port, "/health"), 60, "uwsgi to answer", svc)
+    wait_for(lambda: http_ok(port, "/health"), 60, "uwsgi to answer", svc)
     _, (health,) = concurrent_gets(port, "/health", 1)
     assert health == {"patched": "gevent"}
     assert "spawned uWSGI worker 2" not in svc.log()
@@ -313,7 +313,7 @@ def test_uwsgi_gevent(dsn: str, tmp_path: Path, services: list[Service]) -> None
     assert backends(dsn, "recipe_uwsgi") <= 10
 
     svc.stop(signal.SIGTERM)  # die-on-term: the master stops the workers
-    wait_until(lambda: backends(dsn, "recipe_uwsgi") == 0, 20, "the worker's connections to close")
+    wait_for(lambda: backends(dsn, "recipe_uwsgi") == 0, 20, "the worker's connections to close")
 
 
 # -- the page shows the files the tests run ----------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import psycopg2
 import psycopg2.extras
 import pytest
+from until import wait_until
 
 import psycogreen
 from psycogreen.replication import ReplicationMessage
@@ -29,13 +30,17 @@ def slot(dsn: str, threads_patched: str) -> Iterator[tuple[Any, Any, str]]:
         yield rconn, cur, name
     finally:
         rconn.close()
-        for _ in range(100):
-            try:
-                admin.cursor().execute("select pg_drop_replication_slot(%s)", (name,))
-                break
-            except psycopg2.errors.ObjectInUse:
-                time.sleep(0.05)
+        wait_until(lambda: _slot_released(admin, name), what=f"slot {name} to be released")
+        admin.cursor().execute("select pg_drop_replication_slot(%s)", (name,))
         admin.close()
+
+
+def _slot_released(admin: Any, name: str) -> bool:
+    """The walsender exits asynchronously after its client closes: the slot is in use until then."""
+    cur = admin.cursor()
+    cur.execute("select active from pg_replication_slots where slot_name = %s", (name,))
+    row = cur.fetchone()
+    return row is None or not row[0]
 
 
 @pytest.fixture
@@ -92,20 +97,19 @@ def test_read_message_loop_and_feedback(slot: tuple[Any, Any, str], written: tup
     assert isinstance(cur.io_timestamp, datetime.datetime)
     cur.send_feedback(flush_lsn=last.data_start, force=True)
     assert abs((datetime.datetime.now() - cur.feedback_timestamp).total_seconds()) < 5
+
     # the server records the confirmed position
-    deadline = time.monotonic() + 10
-    confirmed = 0
-    while time.monotonic() < deadline:
+    def confirmed() -> bool:
         wcur.execute(
             "select confirmed_flush_lsn - '0/0'::pg_lsn from pg_replication_slots where slot_name = %s",
             (name,),
         )
-        confirmed = int(wcur.fetchone()[0])
-        if confirmed >= last.data_start:
-            break
+        if int(wcur.fetchone()[0]) >= last.data_start:
+            return True
         cur.send_feedback(reply=True)
-        time.sleep(0.05)
-    assert confirmed >= last.data_start
+        return False
+
+    wait_until(confirmed, interval=0.05, what="the server to record the confirmed position")
 
 
 def test_consume_stream_stop_replication_and_resume(
@@ -142,3 +146,17 @@ def test_unpatched_cursor_is_psycopg2s(dsn: str) -> None:
         assert type(cur) is psycopg2.extras.ReplicationCursor
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("framework", ["gevent", "eventlet", "threads"])
+def test_replication_consumer_among_writers(run_script: Any, framework: str) -> None:
+    """A consumer greenlet streams while two others write (tests/scripts/replication.py); under
+    gevent/eventlet the hub keeps its cadence and a waiting consumer is killed at once."""
+    out = run_script("replication.py", framework)
+    assert out["patched"] == framework
+    assert out["result"] == "stopped"
+    assert out["inserts"] == 10
+    assert out["wal_end"] is True
+    if framework != "threads":
+        assert out["max_gap"] < 0.25, out
+        assert out["kill_s"] < 1.0, out

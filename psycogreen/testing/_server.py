@@ -78,6 +78,9 @@ class PostgresServer:
 
     def __init__(self, bindir: Optional[str] = None, port: Optional[int] = None) -> None:
         self.bindir = bindir or find_bindir()
+        # A port we picked may be taken by another process before the server binds it (parallel
+        # test workers pick ports at the same time): the first start then moves to another one.
+        self._may_move = not port
         self.port = port or free_port()
         self.base = tempfile.mkdtemp(prefix="psycogreen-pg-")
         self.datadir = os.path.join(self.base, "data")
@@ -177,7 +180,24 @@ class PostgresServer:
         if not self._initialised:
             self._init()
         self._watch()
-        r = self._run(
+        for _ in range(5):
+            log_size = self._log_size()
+            r = self._pg_ctl_start(timeout)
+            if r.returncode == 0:
+                self._may_move = False  # clients know this port now: a restart must keep it
+                return self
+            if not (self._may_move and "Address already in use" in self._log_since(log_size)):
+                break
+            self.port = free_port()
+            with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
+                f.write(f"\nport = {self.port}\n")  # later lines win
+        raise RuntimeError(
+            f"PostgreSQL did not start ({r.stdout.strip()} {r.stderr.strip()}); server log:\n"
+            + self.log_tail()
+        )
+
+    def _pg_ctl_start(self, timeout: float) -> subprocess.CompletedProcess[str]:
+        return self._run(
             os.path.join(self.bindir, "pg_ctl"),
             "-D",
             self.datadir,
@@ -189,12 +209,20 @@ class PostgresServer:
             "start",
             check=False,
         )
-        if r.returncode != 0:
-            raise RuntimeError(
-                f"PostgreSQL did not start ({r.stdout.strip()} {r.stderr.strip()}); server log:\n"
-                + self.log_tail()
-            )
-        return self
+
+    def _log_size(self) -> int:
+        try:
+            return os.path.getsize(self.logfile)
+        except OSError:
+            return 0
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.logfile, errors="replace") as f:
+                f.seek(offset)
+                return f.read()
+        except OSError:
+            return ""
 
     def stop(self, mode: str = "fast") -> None:
         if os.path.exists(os.path.join(self.datadir, "postmaster.pid")):

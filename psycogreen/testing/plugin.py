@@ -10,11 +10,18 @@ Options: ``--psycogreen-port=PORT`` (or ``PSYCOGREEN_TEST_PORT``) puts the throw
 fixed port instead of a free one picked at random — for a firewall rule, a client configured
 outside the tests, or a second process that needs to find it.
 
+Parallel runs (pytest-xdist, ``-n N``): every worker is a session of its own, so every worker gets
+a server of its own — tests on different workers never see each other's tables, backends,
+replication slots or restarts. A fixed port is then the first worker's: worker ``gwK`` listens on
+``PORT + K``. With ``PSYCOGREEN_TEST_DSN`` the workers share that server; each gets a database of
+its own (``<dbname>_gwK``, created for the session and dropped after it), so tables do not collide.
+
 The server log is attached to the report of every failed test. See docs/testing.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from typing import Any, Iterator, Optional
@@ -67,6 +74,19 @@ def requested_port(config: Any) -> Optional[int]:
     return None
 
 
+def worker_id(config: Any) -> Optional[str]:
+    """The pytest-xdist worker this process is (``"gw0"``, ``"gw1"``, …), or None when not a worker.
+
+    Read from the config xdist hands its workers, not from ``$PYTEST_XDIST_WORKER``: that variable
+    is inherited by every subprocess a test starts, including an inner pytest run of its own."""
+    workerinput = getattr(config, "workerinput", None)
+    return None if workerinput is None else str(workerinput["workerid"])
+
+
+def _worker_index(worker: Optional[str]) -> int:
+    return int(worker[2:]) if worker and worker.startswith("gw") and worker[2:].isdigit() else 0
+
+
 def _check_port_free(port: int, source: str) -> None:
     """Fail before initdb, with the fix, rather than with a server log about a failed bind."""
     with socket.socket() as s:
@@ -87,6 +107,9 @@ def psycogreen_server(pytestconfig: Any) -> Iterator[Optional[PostgresServer]]:
         return
     port = requested_port(pytestconfig)
     if port is not None:
+        port += _worker_index(worker_id(pytestconfig))
+        if port > 65535:
+            raise RuntimeError(f"--psycogreen-port / {PORT_ENV}: the port of worker {port} is past 65535")
         _check_port_free(port, "--psycogreen-port / " + PORT_ENV)
     server = PostgresServer(port=port)
     try:
@@ -103,10 +126,62 @@ def psycogreen_server(pytestconfig: Any) -> Iterator[Optional[PostgresServer]]:
 
 
 @pytest.fixture(scope="session")
-def psycogreen_dsn(psycogreen_server: Optional[PostgresServer]) -> str:
-    if psycogreen_server is None:
-        return os.environ["PSYCOGREEN_TEST_DSN"]
-    return psycogreen_server.dsn
+def psycogreen_dsn(psycogreen_server: Optional[PostgresServer], pytestconfig: Any) -> Iterator[str]:
+    if psycogreen_server is not None:
+        yield psycogreen_server.dsn
+        return
+    dsn = os.environ["PSYCOGREEN_TEST_DSN"]
+    worker = worker_id(pytestconfig)
+    if worker is None:
+        yield dsn
+        return
+    # Workers sharing an existing server: a database each, so their tables cannot collide.
+    with _worker_database(dsn, worker) as worker_dsn:
+        yield worker_dsn
+
+
+@contextlib.contextmanager
+def _worker_database(dsn: str, worker: str) -> Iterator[str]:
+    """A fresh database ``<dbname>_<worker>`` on the server of ``dsn``, dropped afterwards."""
+    import psycopg2
+    from psycopg2 import sql
+    from psycopg2.extensions import make_dsn, parse_dsn
+
+    base = parse_dsn(dsn).get("dbname") or "postgres"
+    name = f"{base}_{worker}"
+    try:
+        admin = psycopg2.connect(dsn)
+    except psycopg2.Error as e:
+        raise RuntimeError(f"PSYCOGREEN_TEST_DSN: cannot connect to create {name!r}: {e}") from None
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            _drop_database(cur, name)
+            try:
+                cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+            except psycopg2.Error as e:
+                raise RuntimeError(
+                    f"worker {worker} cannot create its database {name!r} on the PSYCOGREEN_TEST_DSN "
+                    f"server ({e.pgerror or e}); grant the role CREATEDB, or run serially (-n 0)"
+                ) from None
+        yield make_dsn(dsn, dbname=name)
+    finally:
+        try:
+            with admin.cursor() as cur:
+                _drop_database(cur, name)
+        finally:
+            admin.close()
+
+
+def _drop_database(cur: Any, name: str) -> None:
+    """Drop ``name`` even if a test left a session in it (``with (force)``, PostgreSQL 13+)."""
+    import psycopg2.errors
+    from psycopg2 import sql
+
+    try:
+        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    except psycopg2.errors.SyntaxError:  # before PostgreSQL 13
+        cur.execute(sql.SQL("drop database if exists {}").format(sql.Identifier(name)))
 
 
 @pytest.hookimpl(hookwrapper=True)

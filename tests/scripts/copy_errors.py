@@ -119,7 +119,7 @@ if kit.Timeout is not None:
     conn.commit()
 
     def slow() -> Any:
-        kit.sleep(30)
+        kit.sleep(30)  # behaviour: a file that stalls, until the framework's Timeout interrupts it
         return ""
 
     try:

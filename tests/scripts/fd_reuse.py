@@ -148,7 +148,7 @@ def client_loop(pool: ConnectionPool, stop: list[bool], oks: list[float]) -> Non
                 c.cursor().execute("select 1")
             oks.append(time.monotonic())
         except (PoolTimeout, psycopg2.Error):
-            kit.sleep(0.05)
+            kit.sleep(0.05)  # behaviour: a client backs off before retrying
 
 
 def alive(gs: list[Any]) -> int:
@@ -168,7 +168,7 @@ def outage() -> None:
     kit.wait_until(lambda: len(oks) > 20, what="queries before the outage")
     server.stop()
     down_at = time.monotonic()
-    kit.sleep(5.0)
+    kit.sleep(5.0)  # behaviour: the outage lasts 5 s, longer than the pool's timeout
     server.start()
     up_at = time.monotonic()
     # Serving again means serving everyone, not one lucky client: 200 queries after the restart.
@@ -219,7 +219,7 @@ def failover() -> None:
                 acked.append(i)
                 commits.append(time.monotonic())
             except (PoolTimeout, psycopg2.Error):
-                kit.sleep(0.02)
+                kit.sleep(0.02)  # behaviour: a writer backs off before retrying
 
     gs = [kit.spawn(writer) for _ in range(6)]
     kit.wait_until(lambda: len(acked) > 50, what="writes before the failover")
@@ -230,7 +230,8 @@ def failover() -> None:
     try:
         kit.wait_until(lambda: bool(commits) and commits[-1] > promoted_at, timeout=30, what="a write")
         resumed: Any = min(t for t in commits if t > promoted_at) - promoted_at
-        kit.sleep(1.0)
+        # more writes on the new primary, each of which must then be there
+        kit.wait_until(lambda: sum(t > promoted_at for t in commits) >= 100, timeout=30, what="100 writes")
     except AssertionError:
         resumed = None  # writes never resumed
     stop[0] = True

@@ -109,6 +109,7 @@ else:
 
 import psycopg2  # noqa: E402
 import ticker as _ticker  # noqa: E402
+import until  # noqa: E402
 
 import psycogreen  # noqa: E402
 
@@ -124,14 +125,10 @@ class Ticker(_ticker.Ticker):
         super().__init__(spawn, sleep, interval)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Yield to other greenlets/threads until ``predicate()`` holds: order scenario steps by the
-    state they need, not by a guessed sleep. Fails loudly after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        sleep(0.005)
+    state they need, not by a guessed sleep (``until.wait_until`` with this framework's sleep)."""
+    return until.wait_until(predicate, timeout, what, sleep=sleep)
 
 
 def monitor() -> Any:

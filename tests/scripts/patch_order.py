@@ -65,6 +65,7 @@ else:
     raise SystemExit(f"unknown framework {FRAMEWORK!r}")
 
 import psycopg2  # noqa: E402
+import until  # noqa: E402
 
 
 def Ticker() -> Any:  # noqa: N802 - stands for the class
@@ -77,7 +78,7 @@ def Ticker() -> Any:  # noqa: N802 - stands for the class
 def concurrently(query: Callable[[int], None]) -> dict[str, float]:
     """Run ``query`` in N greenlets; wall time and the ticker's worst gap."""
     ticker = Ticker()
-    sleep(0.02)
+    until.wait_until(lambda: ticker.ticks >= 2, what="the ticker to tick", sleep=sleep)
     t0 = time.monotonic()
     joinall([spawn(query, i) for i in range(N)])
     elapsed = time.monotonic() - t0

@@ -63,7 +63,7 @@ def sampler() -> None:
         q = c.cursor()
         q.execute("select count(*) from pg_stat_activity where datname = %s", (DBNAME,))
         seen_max = max(seen_max, q.fetchone()[0])
-        kit.sleep(0.01)
+        kit.sleep(0.01)  # behaviour: the sampling cadence
     c.close()
 
 

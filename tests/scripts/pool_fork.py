@@ -59,16 +59,20 @@ def main() -> None:
         os.close(r)
         child(pool, parent_pids, held, w)
     os.close(w)
-    deadline = time.monotonic() + 60
-    status = None
-    while time.monotonic() < deadline:
+    result: list[int] = []
+
+    def child_exited() -> bool:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            break
-        kit.sleep(0.05)
-    else:
+            result.append(status)
+        return bool(done)
+
+    try:
+        kit.wait_until(child_exited, 60, "the forked child to exit")
+    except AssertionError:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
+    status = result[0] if result else None
     raw = b""
     while True:
         chunk = os.read(r, 65536)

@@ -49,8 +49,9 @@ def park_contract() -> None:
         woke.append(w.park(token_box[0]))
 
     g = kit.spawn(parker)
-    kit.wait_until(lambda: token_box, what="the parker's token")
-    kit.sleep(0.05)  # it is parked now (nothing else can wake it)
+    kit.wait_until(lambda: token_box and getattr(token_box[0], "parked", True), what="the parker to park")
+    if THREADS:
+        kit.sleep(0.05)  # a thread blocked on its lock is not observable; either order gives "late"
     w.unpark(token_box[0], "late")
     kit.joinall([g], timeout=10)
     interrupted = None
@@ -63,11 +64,10 @@ def park_contract() -> None:
             box.append("resumed")  # must never run: the kill ended the park
 
         v = kit.spawn(victim)
-        kit.wait_until(lambda: box, what="the victim's token")
-        kit.sleep(0.01)
+        kit.wait_until(lambda: box and box[0].parked, what="the victim to park")
         kit.kill(v)
         w.unpark(box[0], "too late")  # after the kill: a no-op, never a switch into a dead park
-        kit.sleep(0.05)
+        kit.sleep(0.05)  # a negative check: time for a wrong resume to show, if there were one
         interrupted = {"resumed": "resumed" in box, "gone": bool(box[0].gone)}
     kit.emit(early=got_early, late=woke, interrupted=interrupted, waiter=w.name)
 
@@ -213,7 +213,7 @@ def storm() -> None:
     killed = 0
     if not THREADS:
         for _ in range(60):
-            kit.sleep(0.002)
+            kit.sleep(0.002)  # behaviour: kills spread over the run, hitting clients at any step
             alive = [g for g in gs if not g.dead]
             if alive:
                 _kill_without_waiting(rng.choice(alive))

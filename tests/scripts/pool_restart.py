@@ -30,12 +30,11 @@ pool.wait(10)
 counts = {"ok_before": 0, "ok_after": 0, "errors": 0, "pool_timeouts": 0}
 restarted_at = [0.0]
 first_ok_after: list[float] = []  # seconds from the server being back to the first success
-stop_at = time.monotonic() + 6.0
 
 
 def client(i: int) -> None:
-    # Until 6 s from the start, and at least 3 s after the server is back.
-    while time.monotonic() < stop_at or not restarted_at[0] or time.monotonic() < restarted_at[0] + 3.0:
+    # Behaviour: load until 3 s after the server is back (a client that hangs shows as not done).
+    while not restarted_at[0] or time.monotonic() < restarted_at[0] + 3.0:
         try:
             with pool.connection() as c:
                 c.cursor().execute("select pg_sleep(0.01)")
@@ -48,11 +47,11 @@ def client(i: int) -> None:
             counts["pool_timeouts"] += 1
         except psycopg2.Error:
             counts["errors"] += 1
-            kit.sleep(0.05)
+            kit.sleep(0.05)  # behaviour: a client backs off before retrying
 
 
 gs = [kit.spawn(client, i) for i in range(20)]
-kit.sleep(1.0)
+kit.wait_until(lambda: counts["ok_before"] >= 40, what="the clients to be served before the restart")
 server.restart()  # stop (fast) + start: every pooled connection dies
 restarted_at[0] = time.monotonic()
 kit.joinall(gs, timeout=30)

@@ -70,7 +70,7 @@ rng = random.Random(1)
 killed = 0
 if not THREADS:
     for _ in range(20):
-        kit.sleep(0.02)
+        kit.sleep(0.02)  # behaviour: kills spread over the run, hitting greenlets at any step
         alive = [g for g in gs if not g.dead]
         if alive:
             kit.kill(rng.choice(alive))
@@ -78,19 +78,33 @@ if not THREADS:
 kit.joinall(gs, timeout=60)
 elapsed = time.monotonic() - t0
 gap = ticker.stop()
-kit.sleep(0.3)
-# A greenlet killed during SQLAlchemy's post-connect initialisation leaves that DB-API connection in
-# a reference cycle (SQLAlchemy's safe_reraise keeps exc_info in a frame local): CPython closes it
-# at the next cycle collection, not at once. Collect now so the count below sees the steady state.
-gc.collect()
-kit.sleep(0.1)
 mon = kit.monitor()
-cur = mon.cursor()
-cur.execute(
-    "select coalesce(state, '?'), count(*) from pg_stat_activity where application_name = %s group by 1",
-    (APP,),
-)
-backends = dict(cur.fetchall())
+
+
+def app_backends() -> dict[str, int]:
+    cur = mon.cursor()
+    cur.execute(
+        "select coalesce(state, '?'), count(*) from pg_stat_activity where application_name = %s group by 1",
+        (APP,),
+    )
+    return dict(cur.fetchall())
+
+
+def settled() -> bool:
+    """Every backend of the engine idle and within the pool size: the steady state. A greenlet
+    killed during SQLAlchemy's post-connect initialisation leaves that DB-API connection in a
+    reference cycle (safe_reraise keeps exc_info in a frame local): CPython closes it at the next
+    cycle collection, not at once, so collect first; the server then notices the close."""
+    gc.collect()
+    b = app_backends()
+    return set(b) <= {"idle"} and sum(b.values()) <= POOL_SIZE
+
+
+try:
+    kit.wait_until(settled, what="the engine's backends to settle")
+except AssertionError:
+    pass  # the test reports what the server shows
+backends = app_backends()
 checked_out = engine.pool.checkedout()  # type: ignore[attr-defined]
 with engine.connect() as c:
     still = c.execute(text("select 1")).scalar()
