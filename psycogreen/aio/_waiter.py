@@ -38,11 +38,14 @@ _HAS_EPOLL = hasattr(select, "epoll") and not os.environ.get("PSYCOGREEN_BRIDGE_
 #: Events read per ``epoll_wait``: ``epoll.poll()`` would otherwise allocate room for 1023.
 _BATCH = 64
 
-#: How many times each fd number was forgotten (a socket closed, or a new one born with that
-#: number), process-wide. Readers kept between waits (:class:`_LoopSockets`) note the count when
-#: made and are dropped when it moved on, whichever thread forgot the number: that replaces an
-#: ``fstat`` per wait as the check that the reader still watches the same socket.
-_epochs: dict[int, int] = {}
+
+def _ino(fd: int) -> int:
+    """The inode of ``fd``'s socket (-1 once closed): a reader kept for an fd number watches the
+    socket it was made for only while this has not changed."""
+    try:
+        return os.fstat(fd).st_ino
+    except OSError:
+        return -1
 
 
 def _wake(fut: asyncio.Future[int], events: int) -> None:
@@ -172,12 +175,12 @@ class _Reader:
     connection at rest) it removes itself, as a level-triggered reader would fire on every loop
     iteration otherwise."""
 
-    __slots__ = ("epoch", "fd", "fut", "owner")
+    __slots__ = ("fd", "fut", "ino", "owner")
 
     def __init__(self, owner: _LoopSockets, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         self.owner = owner
         self.fd = fd
-        self.epoch = _epochs.get(fd, 0)
+        self.ino = _ino(fd)
         self.fut: Optional[asyncio.Future[int]] = None
         loop.add_reader(fd, self._ready)
 
@@ -205,9 +208,11 @@ class _Reader:
 
 class _LoopSockets(Sockets):
     """Sockets watched through the loop's own readers and writers (no epoll: not Linux, or
-    ``PSYCOGREEN_BRIDGE_NO_EPOLL=1``). Correct because psycogreen forgets an fd number on every
-    close path and for every new socket (``forget_fd``); readers made before the last forget of
-    their number (in any thread: :data:`_epochs`) are replaced."""
+    ``PSYCOGREEN_BRIDGE_NO_EPOLL=1``). psycogreen forgets an fd number on every close path and for
+    every new socket (``forget_fd``); on top of that each wait checks the socket's inode (one
+    ``fstat``), because sockets closed by libpq itself (a terminated backend) leave no trace for the
+    loop otherwise: without it ``tests/test_fd_reuse.py``'s terminate storms failed on uvloop (3 runs
+    of 4). The epoll path (Linux) needs no such check."""
 
     __slots__ = ("readers",)
 
@@ -233,7 +238,7 @@ class _LoopSockets(Sockets):
 
     def _reader(self, loop: asyncio.AbstractEventLoop, fd: int) -> _Reader:
         r = self.readers.get(fd)
-        if r is None or r.epoch != _epochs.get(fd, 0):
+        if r is None or r.ino != _ino(fd):
             if r is not None:
                 r.close()
             r = self.readers[fd] = _Reader(self, loop, fd)
@@ -299,10 +304,8 @@ def sockets_for(loop: asyncio.AbstractEventLoop) -> Sockets:
 
 
 def forget_fd(fd: int) -> None:
-    """Stop watching ``fd`` in every loop's :class:`Sockets` that can be touched from here: its
-    socket is closing, was closed, or is new (see ``psycogreen._wait._adopt``); a task still
-    waiting on it is woken. Readers of other threads' loops notice through :data:`_epochs`."""
-    _epochs[fd] = _epochs.get(fd, 0) + 1
+    """Stop watching ``fd`` in the running loop's :class:`Sockets`: its socket is closing, was
+    closed, or is new (see ``psycogreen._wait._adopt``); a task still waiting on it is woken."""
     loop = _running_loop()
     if loop is None:
         return  # not on a loop's thread: no loop state may be touched from here
