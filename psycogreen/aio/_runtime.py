@@ -35,7 +35,7 @@ from greenlet import getcurrent, greenlet
 
 from .._waiters.loop import _sniffio_thread_local
 from . import _waiter
-from ._waiter import WAITER, BridgeWaiter, sockets_for, wait_anyio
+from ._waiter import WAITER, BridgeWaiter, use_loop, wait_anyio
 
 T = TypeVar("T")
 
@@ -95,7 +95,8 @@ def blocking_on_loop_error() -> RefusedWait:
     return RefusedWait(
         "the sync API of a psycogreen.aio connection (conn.raw, or a cursor of it) was called on the "
         "event loop's thread, outside psycogreen.aio: its wait would freeze every task, so it was "
-        "refused (the statement was cancelled on the server; the connection is still usable). Await "
+        "refused and the statement cancelled on the server (the connection stays usable, unless "
+        "the server does not confirm the cancel within the cancel grace). Await "
         "the AsyncConnection's methods, or run the sync code with "
         "`await psycogreen.aio.run_sync(fn, *args)`"
     )
@@ -169,35 +170,43 @@ _local = _Local()
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Awaitable[T]:
     """Run ``fn(*args, **kwargs)`` in a bridge greenlet; await it from an asyncio or trio task.
 
-    Not a coroutine function itself, so the hot path has one coroutine frame less.
+    Not a coroutine function itself, so the hot path has one coroutine frame less. "asyncio or
+    trio?" is decided here, once: a running asyncio loop (which the asyncio driver needs anyway),
+    else trio if sniffio says so; with neither, the driver decides when awaited (or raises
+    :class:`MisuseError`).
     """
-    # trio announces itself through sniffio; anything else is asyncio (asking asyncio for its
-    # running loop here would cost a getpid() system call per query, and the driver asks anyway).
-    if _sniffio_local.name is None:
-        return _drive_asyncio(fn, args, kwargs, False)
-    return _call_anyio(fn, args, kwargs, False)
+    loop = _running_loop()
+    if loop is None and _sniffio_local.name is not None:
+        return _call_anyio(fn, args, kwargs, False)
+    return _drive_asyncio(loop, fn, args, kwargs, False)
 
 
 def call_shielded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Awaitable[T]:
     """:func:`call`, protected from cancellation of the task until it ends (cleanup: a rollback
     on the way out of ``async with conn``, putting a connection back in a pool). A cancellation
     that arrives meanwhile is raised when the call ends."""
-    if _sniffio_local.name is None:
-        return _call_asyncio_shielded(fn, args, kwargs)
-    return _call_anyio(fn, args, kwargs, True)
+    loop = _running_loop()
+    if loop is None and _sniffio_local.name is not None:
+        return _call_anyio(fn, args, kwargs, True)
+    return _call_asyncio_shielded(loop, fn, args, kwargs)
 
 
-def _take(trio: bool) -> BridgeGreenlet:
-    cur = getcurrent()
-    idle = _local.idle
-    if idle:
+def _take(idle: list[BridgeGreenlet], trio: bool) -> BridgeGreenlet:
+    """An idle greenlet of ``idle`` (made if none), ready to run a call for the current task."""
+    me = getcurrent()
+    while idle:
         g = idle.pop()
-        if g.parent is not cur:
-            g.parent = cur
-    else:
-        g = BridgeGreenlet(cur, idle)
-    g.gr_context = cur.gr_context
+        if g.parent is not me:
+            try:
+                g.parent = me
+            except ValueError:  # made by another thread (the loop moved): unusable here
+                idle.clear()
+                break
+        g.gr_context = me.gr_context
+        return g
+    g = BridgeGreenlet(me, idle)
     g.trio = trio
+    g.gr_context = me.gr_context
     return g
 
 
@@ -222,22 +231,33 @@ def _give_back(g: BridgeGreenlet) -> Any:
 # -- asyncio (any loop) -------------------------------------------------------------------------
 
 
-async def _call_asyncio_shielded(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Any:
+async def _call_asyncio_shielded(
+    loop: Optional[asyncio.AbstractEventLoop], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
+) -> Any:
     # anyio's cancel scopes (also usable on asyncio) re-deliver cancellation at every await, and
     # only their shield stops that; a plain task.cancel() is deferred by the driver itself.
     with anyio.CancelScope(shield=True):
-        return await _drive_asyncio(fn, args, kwargs, True)
+        return await _drive_asyncio(loop, fn, args, kwargs, True)
 
 
-async def _drive_asyncio(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any, shield: bool) -> Any:
+async def _drive_asyncio(
+    loop: Optional[asyncio.AbstractEventLoop],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Any,
+    shield: bool,
+) -> Any:
     """Serve the requests of one call on an asyncio loop: socket waits through the loop's
     :class:`~psycogreen.aio._waiter.Sockets`, anything else awaited as is."""
-    loop = _running_loop()
     if loop is None:
-        raise no_loop_error()
+        loop = _running_loop()
+        if loop is None:
+            raise no_loop_error()
     cur = _waiter.current
-    arm = (cur.sockets if cur.loop is loop else sockets_for(loop)).arm  # type: ignore[union-attr]
-    g = _take(False)
+    if cur.loop is not loop:
+        cur = use_loop(loop)
+    arm = cur.arm
+    g = _take(cur.idle, False)
     deferred: Optional[BaseException] = None  # a cancellation held back by a shield
     req = g.switch(fn, args, kwargs)
     while req is not _DONE:
@@ -263,14 +283,9 @@ async def _drive_asyncio(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: 
             req = g.throw(e)
             continue
         req = g.switch(value)
-    return _finish(g, deferred)
-
-
-def _finish(g: BridgeGreenlet, deferred: Optional[BaseException]) -> Any:
-    """The call's outcome; else a cancellation a shield held back."""
     result = _give_back(g)
     if deferred is not None:
-        raise deferred
+        raise deferred  # a cancellation a shield held back
     return result
 
 
@@ -305,7 +320,7 @@ async def _call_anyio(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
 
 
 async def _drive_anyio(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Any:
-    g = _take(True)
+    g = _take(_local.idle, True)
     req = g.switch(fn, args, kwargs)
     while req is not _DONE:
         try:

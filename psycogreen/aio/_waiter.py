@@ -62,10 +62,12 @@ def _timer_for(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[int], timeou
 class Sockets:
     """How one event loop watches libpq's sockets for the bridge (one instance per loop)."""
 
-    __slots__ = ("__weakref__", "loop")
+    __slots__ = ("__weakref__", "idle", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = weakref.ref(loop)  # kept per loop, weakly: it must not keep the loop alive
+        #: The runtime's bridge greenlets idle between calls on this loop.
+        self.idle: list[Any] = []
 
     def arm(
         self, loop: asyncio.AbstractEventLoop, fd: int, events: int, timeout: Optional[float] = None
@@ -138,13 +140,14 @@ class _EpollSockets(Sockets):
             ready = self.ep.poll(0, _BATCH)
             for fd, ev in ready:
                 w = waits.pop(fd, None)
-                if w is None:
+                if w is None or w[0].done():
                     continue
-                fut, events = w
-                if not fut.done():
+                events = w[1]
+                if events != READ:  # (READ alone, the common case, is what it was asked)
                     # An error or hang-up (EPOLLERR/EPOLLHUP) counts as ready: libpq reads it.
                     got = (READ if ev & _EPOLLIN else 0) | (WRITE if ev & _EPOLLOUT else 0)
-                    fut.set_result(got & events or events)
+                    events = got & events or events
+                w[0].set_result(events)
             if len(ready) < _BATCH:
                 return
 
@@ -271,36 +274,45 @@ class _LoopSockets(Sockets):
 
 
 class _Current:
-    """The loop the bridge served last and its :class:`Sockets`, as one immutable pair: reading it
-    is one global load (no thread-local lookup per call), and a loop maps to one ``Sockets``
-    whatever thread runs it."""
+    """The loop the bridge served last, its :class:`Sockets` (and their ``arm``) and the bridge
+    greenlets idle for it, as one immutable record: reading it is one global load (no thread-local
+    lookup per call); a loop maps to one ``Sockets`` whatever thread runs it."""
 
-    __slots__ = ("loop", "sockets")
+    __slots__ = ("arm", "idle", "loop", "sockets")
 
-    def __init__(self, loop: Any, sockets: Optional[Sockets]) -> None:
+    def __init__(self, loop: Any, sockets: Sockets) -> None:
         self.loop = loop
         self.sockets = sockets
+        self.arm = sockets.arm
+        self.idle = sockets.idle
 
 
-current = _Current(None, None)
+class _NoLoop(Sockets):
+    """What :data:`current` holds before any loop was served."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self.idle = []
+
+
+current = _Current(None, _NoLoop())
 _registry: weakref.WeakKeyDictionary[Any, Sockets] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
 
 
-def sockets_for(loop: asyncio.AbstractEventLoop) -> Sockets:
-    """The :class:`Sockets` of ``loop`` (made on first use); those of closed loops are closed."""
+def use_loop(loop: asyncio.AbstractEventLoop) -> _Current:
+    """Make ``loop`` the current one (its :class:`Sockets` made on first use); the ``Sockets`` of
+    closed loops are closed."""
     global current
-    cur = current
-    if cur.loop is loop:
-        return cur.sockets  # type: ignore[return-value]
     with _registry_lock:
         for lp in [lp for lp in _registry if lp.is_closed()]:
             _registry.pop(lp).close()
         sockets = _registry.get(loop)
         if sockets is None:
             sockets = _registry[loop] = (_EpollSockets if _HAS_EPOLL else _LoopSockets)(loop)
-    current = _Current(loop, sockets)
-    return sockets
+    current = cur = _Current(loop, sockets)
+    return cur
 
 
 def forget_fd(fd: int) -> None:
@@ -310,7 +322,7 @@ def forget_fd(fd: int) -> None:
     if loop is None:
         return  # not on a loop's thread: no loop state may be touched from here
     cur = current
-    sockets = cur.sockets if cur.loop is loop else _registry.get(loop)
+    sockets: Optional[Sockets] = cur.sockets if cur.loop is loop else _registry.get(loop)
     if sockets is not None:
         sockets.forget(fd)
 
