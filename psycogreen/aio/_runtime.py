@@ -257,7 +257,13 @@ async def _drive_asyncio(
     if cur.loop is not loop:
         cur = use_loop(loop)
     arm = cur.arm
-    g = _take(cur.idle, False)
+    idle = cur.idle
+    me = getcurrent()
+    if idle and idle[-1].parent is me:  # the usual case, inlined: a greenlet of this task's thread
+        g = idle.pop()
+        g.gr_context = me.gr_context
+    else:
+        g = _take(idle, False)
     deferred: Optional[BaseException] = None  # a cancellation held back by a shield
     req = g.switch(fn, args, kwargs)
     while req is not _DONE:
@@ -276,17 +282,25 @@ async def _drive_asyncio(
                     continue
             value, cancel = await _await_shielded(aw)
             deferred = cancel or deferred
-        except GeneratorExit:
-            g.abandoned = True
-            raise
         except BaseException as e:  # noqa: BLE001 - the greenlet decides what it means
-            req = g.throw(e)
+            req = _throw(g, e)
             continue
         req = g.switch(value)
     result = _give_back(g)
     if deferred is not None:
         raise deferred  # a cancellation a shield held back
     return result
+
+
+def _throw(g: BridgeGreenlet, exc: BaseException) -> Any:
+    """Deliver what interrupted the task's await (a cancellation) into the call, where
+    ``psycogreen._wait.drive`` handles it; return the call's next request. ``GeneratorExit`` (the
+    awaiting coroutine was closed without finishing) is re-raised instead: nobody will answer the
+    call's requests any more, so the greenlet is marked abandoned and finishes with blocking waits."""
+    if isinstance(exc, GeneratorExit):
+        g.abandoned = True
+        raise exc
+    return g.throw(exc)
 
 
 async def _await_shielded(aw: Any) -> tuple[Any, Optional[BaseException]]:
@@ -330,11 +344,8 @@ async def _drive_anyio(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: An
                 break
             else:
                 value = await req
-        except GeneratorExit:
-            g.abandoned = True
-            raise
         except BaseException as e:  # noqa: BLE001 - the greenlet decides what it means
-            req = g.throw(e)
+            req = _throw(g, e)
             continue
         req = g.switch(value)
     return _give_back(g)

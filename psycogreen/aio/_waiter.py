@@ -106,11 +106,13 @@ class _EpollSockets(Sockets):
     ready at once. No per-wait ``fstat`` is needed: the kernel knows which socket is registered.
     """
 
-    __slots__ = ("ep", "waits")
+    __slots__ = ("ep", "modify", "poll", "waits")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.ep = select.epoll()
+        self.modify = self.ep.modify
+        self.poll = self.ep.poll
         #: fd -> (future, events) of the wait in progress; a finished one may linger until the next
         #: wait, wake-up or forget of that fd (a one-shot registration fires at most once, into it).
         self.waits: dict[int, tuple[asyncio.Future[int], int]] = {}
@@ -123,7 +125,7 @@ class _EpollSockets(Sockets):
         mask = _EPOLL_MASKS[events]
         try:
             try:
-                self.ep.modify(fd, mask)
+                self.modify(fd, mask)
             except FileNotFoundError:  # not registered: a new socket, or a number reused
                 self.ep.register(fd, mask)
         except OSError:  # a closed fd: let libpq find out at once rather than wait on nothing
@@ -137,7 +139,7 @@ class _EpollSockets(Sockets):
     def _dispatch(self) -> None:
         waits = self.waits
         while True:
-            ready = self.ep.poll(0, _BATCH)
+            ready = self.poll(0, _BATCH)
             for fd, ev in ready:
                 w = waits.pop(fd, None)
                 if w is None or w[0].done():
