@@ -35,7 +35,7 @@ from greenlet import getcurrent, greenlet
 
 from .._waiters.loop import _sniffio_thread_local
 from . import _waiter
-from ._waiter import WAITER, BridgeWaiter, use_loop, wait_anyio
+from ._waiter import CallWaiter, use_loop, wait_anyio
 
 T = TypeVar("T")
 
@@ -132,20 +132,28 @@ class BridgeGreenlet(greenlet):  # type: ignore[misc]
     ``psycogreen_waiter`` is what :func:`psycogreen._wait.current_waiter` looks for.
     """
 
-    __slots__ = ("abandoned", "error", "home", "result", "trio")
-    psycogreen_waiter: BridgeWaiter = WAITER
+    __slots__ = ("error", "home", "psycogreen_waiter", "result", "trio")
 
     def __init__(self, parent: Any, home: list[BridgeGreenlet]) -> None:
         super().__init__(self._serve, parent)
         self.result: Any = None
         self.error: Optional[BaseException] = None
-        #: This thread's idle list, where the greenlet goes back after each call.
+        #: The idle list (of a loop, or of this thread for trio) the greenlet goes back to.
         self.home = home
-        #: Set when the awaiting coroutine was closed without finishing the call: nobody will answer
-        #: requests any more, so the waiter falls back to blocking waits to let ``drive()`` clean up.
-        self.abandoned = False
         #: Decided by :func:`call`: the call's task is trio's (else asyncio's).
         self.trio = False
+        #: This greenlet's own waiter: it switches to the task's greenlet without looking it up.
+        self.psycogreen_waiter: CallWaiter = CallWaiter(parent.switch)
+
+    @property
+    def abandoned(self) -> bool:
+        """Set when the awaiting coroutine was closed without finishing the call: nobody will answer
+        requests any more, so the waiter falls back to blocking waits to let ``drive()`` clean up."""
+        return self.psycogreen_waiter.abandoned
+
+    @abandoned.setter
+    def abandoned(self, value: bool) -> None:
+        self.psycogreen_waiter.abandoned = value
 
     def _serve(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         while True:
@@ -156,7 +164,7 @@ class BridgeGreenlet(greenlet):  # type: ignore[misc]
             fn = args = kwargs = None  # type: ignore[assignment]
             if self.abandoned:
                 return  # nobody awaits the outcome (and we may be inside a garbage collection)
-            fn, args, kwargs = self.parent.switch(_DONE)
+            fn, args, kwargs = self.psycogreen_waiter.switch(_DONE)
 
 
 class _Local(threading.local):
@@ -198,7 +206,8 @@ def _take(idle: list[BridgeGreenlet], trio: bool) -> BridgeGreenlet:
         g = idle.pop()
         if g.parent is not me:
             try:
-                g.parent = me
+                g.parent = me  # ValueError when made by another thread
+                g.psycogreen_waiter.switch = me.switch
             except ValueError:  # made by another thread (the loop moved): unusable here
                 idle.clear()
                 break

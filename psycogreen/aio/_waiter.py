@@ -374,12 +374,8 @@ class BridgeWaiter:
     name = "bridge"
 
     def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
-        g = getcurrent()
-        if g.abandoned:
-            from .._waiters.blocking import BlockingWaiter
-
-            return BlockingWaiter().wait_fd(fd, events, 5.0 if timeout is None else timeout, shield)
-        return g.parent.switch((fd, events, timeout, shield))  # type: ignore[no-any-return]
+        waiter: BridgeWaiter = getcurrent().psycogreen_waiter
+        return waiter.wait_fd(fd, events, timeout, shield)
 
     def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return _runtime.suspend(anyio.to_thread.run_sync(fn, *args))
@@ -430,6 +426,26 @@ class BridgeWaiter:
     def unpark(self, token: Any, value: Any) -> None:
         if _parking.hand(token, value) and token.event is not None:
             token.event.set()
+
+
+class CallWaiter(BridgeWaiter):
+    """The waiter of one bridge greenlet (its ``psycogreen_waiter``): a socket wait is one switch
+    to the greenlet of the awaiting task, found without asking greenlet for it."""
+
+    __slots__ = ("abandoned", "switch")
+
+    def __init__(self, switch: Callable[..., Any]) -> None:
+        #: ``parent.switch`` of the greenlet (the runtime updates both together).
+        self.switch = switch
+        #: See ``BridgeGreenlet.abandoned``.
+        self.abandoned = False
+
+    def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
+        if self.abandoned:
+            from .._waiters.blocking import BlockingWaiter
+
+            return BlockingWaiter().wait_fd(fd, events, 5.0 if timeout is None else timeout, shield)
+        return self.switch((fd, events, timeout, shield))  # type: ignore[no-any-return]
 
 
 class _BridgeToken:

@@ -102,7 +102,7 @@ def test_call_protocol_results_errors_and_reuse(
     a, b = pair
 
     def wait_then_read() -> bytes:
-        ready = _runtime.WAITER.wait_fd(a.fileno(), READ, 5.0)
+        ready = _waiter.WAITER.wait_fd(a.fileno(), READ, 5.0)
         assert ready == READ
         return a.recv(10)
 
@@ -134,7 +134,7 @@ def test_shielded_wait_survives_cancellation(
     a, b = pair
 
     def shielded_wait() -> int:
-        return _runtime.WAITER.wait_fd(a.fileno(), READ, 5.0, True)
+        return _waiter.WAITER.wait_fd(a.fileno(), READ, 5.0, True)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
