@@ -156,15 +156,16 @@ class BridgeGreenlet(greenlet):  # type: ignore[misc]
         self.psycogreen_waiter.abandoned = value
 
     def _serve(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        waiter = self.psycogreen_waiter
         while True:
             try:
                 self.result = fn(*args, **kwargs)
             except BaseException as e:  # noqa: BLE001 - delivered to the awaiting task
                 self.error = e
             fn = args = kwargs = None  # type: ignore[assignment]
-            if self.abandoned:
+            if waiter.abandoned:
                 return  # nobody awaits the outcome (and we may be inside a garbage collection)
-            fn, args, kwargs = self.psycogreen_waiter.switch(_DONE)
+            fn, args, kwargs = waiter.switch(_DONE)
 
 
 class _Local(threading.local):
