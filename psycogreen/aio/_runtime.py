@@ -296,6 +296,13 @@ async def _drive_asyncio(
             req = _throw(g, e)
             continue
         req = g.switch(value)
+    if req is _DONE and g.error is None and deferred is None:  # the usual end of _give_back, inlined
+        g.gr_context = None
+        result = g.result
+        g.result = None
+        if len(idle) < _IDLE_MAX:
+            idle.append(g)
+        return result
     result = _give_back(g)
     if deferred is not None:
         raise deferred  # a cancellation a shield held back
