@@ -58,6 +58,8 @@ async def test_bridge_wait_outside_a_psycogreen_aio_call() -> None:
         event.wait(1.0)
     with pytest.raises(RuntimeError, match="only works inside psycogreen.aio calls"):
         WAITER.sleep(0.01)
+    with pytest.raises(aio.MisuseError):
+        WAITER.wait_fd(0, 1, 0.01)
     # Inside a call the same waits work.
     assert await aio.run_sync(event.wait, 0.01) is False
     await aio.run_sync(WAITER.sleep, 0.01)

@@ -1,7 +1,7 @@
 """The waiter of bridge greenlets, and the one way the bridge waits for a socket on asyncio/uvloop.
 
-A bridge greenlet (see :mod:`psycogreen.aio._runtime`) carries :data:`WAITER` as its
-``psycogreen_waiter``, so ``psycogreen._wait.current_waiter()`` finds it. Each wait becomes a
+A bridge greenlet (see :mod:`psycogreen.aio._runtime`) carries a :class:`CallWaiter` of its own as
+its ``psycogreen_waiter``, so ``psycogreen._wait.current_waiter()`` finds it. Each wait becomes a
 *request* switched to the awaiting task: a tuple ``(fd, events, timeout, shield)`` for a socket, an
 awaitable for anything else (``sleep``, an event, a worker thread, name resolution).
 
@@ -374,7 +374,9 @@ class BridgeWaiter:
     name = "bridge"
 
     def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
-        waiter: BridgeWaiter = getcurrent().psycogreen_waiter
+        waiter = getattr(getcurrent(), "psycogreen_waiter", None)
+        if not isinstance(waiter, CallWaiter):
+            raise _runtime.outside_call_error()
         return waiter.wait_fd(fd, events, timeout, shield)
 
     def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
