@@ -135,6 +135,11 @@ def _wait_turn(conn: Any, me: Any) -> bool:
     connection is free (and no interrupt is parked for the previous user), sleeping with
     ``time.sleep`` (the current thread's hub under monkey-patching, a real sleep otherwise).
     """
+    if getattr(me, "psycogreen_waiter", None) is not None:
+        # A bridge greenlet (psycogreen.aio): sleeping here would freeze its event loop.
+        from .aio._runtime import other_loop_error
+
+        raise other_loop_error(conn._pg_owner)
     delay = 50e-6
     while True:
         owner = conn._pg_owner

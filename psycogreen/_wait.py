@@ -167,9 +167,12 @@ def _bound(limit: Optional[tuple[float, float]], timeout: Optional[float]) -> tu
 
 
 def _is_timeout(exc: BaseException) -> bool:
+    """True for the psycopg2 errors that are interrupts rather than a failed conversation: an expired
+    deadline, or a wait a waiter refused (``psycogreen_interrupt``: psycogreen.aio's MisuseError for
+    a blocking wait on the loop's thread), so they are cancelled and drained like any interrupt."""
     from .errors import QueryTimeout
 
-    return isinstance(exc, QueryTimeout)
+    return isinstance(exc, QueryTimeout) or getattr(exc, "psycogreen_interrupt", False) is True
 
 
 _IDLE = "no statement was running, so there was nothing to cancel; the connection is still usable"
@@ -457,10 +460,8 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
                 break
             fd = conn.fileno()
             wait_fd(fd, events)
-    except psycopg2.Error:
-        raise
     except BaseException as exc:  # noqa: BLE001 - an interrupt: drive() semantics from here on
-        if not events:
+        if not events or (isinstance(exc, psycopg2.Error) and not _is_timeout(exc)):
             raise
         gen = poll_conn_after(conn, fd, events)
         next(gen)

@@ -92,7 +92,8 @@ async def _queued(pool: aio.ConnectionPool, n: int) -> None:
 
 @pytest.mark.anyio
 async def test_bridge_park_unpark_contract() -> None:
-    from psycogreen._waiters.bridge import WAITER, call
+    from psycogreen.aio._runtime import call
+    from psycogreen.aio._waiter import WAITER
 
     early = WAITER.park_token()
     WAITER.unpark(early, "early")

@@ -53,13 +53,26 @@ class LoopGuardWaiter(BlockingWaiter):
     warned = False
 
     def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
-        if not self.warned and (_sniffio_local.name is not None or _get_running_loop() is not None):
-            LoopGuardWaiter.warned = True
-            logger.warning("%s", MESSAGE)
-            warnings.warn(MESSAGE, RuntimeWarning, stacklevel=2)
+        if _sniffio_local.name is not None or _get_running_loop() is not None:
+            self._on_loop_thread(fd, shield)
         return BlockingWaiter.wait_fd(self, fd, events, timeout, shield)
 
+    def _on_loop_thread(self, fd: int, shield: bool) -> None:
+        """A blocking wait on the loop's thread: refused for a psycogreen.aio connection (which has
+        a non-blocking way), allowed with a one-time warning for any other (start-up code)."""
+        if shield:
+            return  # the cancel and drain of an interrupted call: its first wait was reported
+        runtime = sys.modules.get("psycogreen.aio._runtime")
+        if runtime is not None and runtime.is_aio_socket(fd):
+            # Raised as an interrupt: the statement is cancelled and the connection kept (a
+            # psycopg2 error raised from the wait callback would make psycopg2 close it).
+            raise runtime.blocking_on_loop_error()
+        if not self.warned:
+            LoopGuardWaiter.warned = True
+            logger.warning("%s", MESSAGE)
+            warnings.warn(MESSAGE, RuntimeWarning, stacklevel=3)
+
     def forget_fd(self, fd: int) -> None:
-        bridge = sys.modules.get("psycogreen._waiters.bridge")
-        if bridge is not None:
-            bridge.forget_fd(fd)
+        waiter = sys.modules.get("psycogreen.aio._waiter")
+        if waiter is not None:
+            waiter.forget_fd(fd)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from ._connection import AsyncConnection, AsyncCursor, connect, run_sync
 from ._pool import ConnectionPool, NullConnectionPool
+from ._runtime import MisuseError
 
 __all__ = [
     "AsyncConnection",
     "AsyncCursor",
     "ConnectionPool",
+    "MisuseError",
     "NullConnectionPool",
     "connect",
     "run_sync",

@@ -1,7 +1,7 @@
 """``AsyncConnection`` and ``AsyncCursor``: psycopg2's green connection, awaited from asyncio or trio.
 
 Each method that may wait on the server runs the psycopg2 method itself in a bridge greenlet
-(:func:`psycogreen._waiters.bridge.call`); everything that cannot wait (properties, fetching from a
+(:func:`psycogreen.aio._runtime.call`); everything that cannot wait (properties, fetching from a
 client-side cursor's buffer) is read directly. So the semantics are psycopg2's own, in green mode:
 transactions, ``executemany``, named cursors, COPY, and psycogreen's guards (concurrent use,
 interrupts that cancel on the server and keep the connection).
@@ -9,15 +9,18 @@ interrupts that cancel on the server and keep the connection).
 
 from __future__ import annotations
 
-import inspect
 from types import TracebackType
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
 
 import psycopg2
+import psycopg2.extensions as ext
 
 from .. import _guard
 from .._patch import patch, patched
-from .._waiters.bridge import _await, call, call_shielded, forget_fd
+from ._delegate import Delegated, Settable
+from ._files import adapt
+from ._runtime import call, call_shielded, note_connection
+from ._waiter import forget_fd
 
 __all__ = ["AsyncConnection", "AsyncCursor", "connect", "run_sync"]
 
@@ -75,7 +78,9 @@ class AsyncConnection:
     __slots__ = ("__weakref__", "raw")
 
     def __init__(self, raw: Any) -> None:
-        self.raw = raw
+        #: The psycopg2 connection (of psycogreen's green class) doing the work.
+        self.raw: ext.connection = raw
+        note_connection(raw)
 
     def __repr__(self) -> str:
         return f"<AsyncConnection {self.raw!r}>"
@@ -93,92 +98,34 @@ class AsyncConnection:
         raw = self.raw.cursor(name, cursor_factory=cursor_factory, scrollable=scrollable, withhold=withhold)
         return AsyncCursor(self, raw)
 
-    @property
-    def closed(self) -> int:
-        return self.raw.closed  # type: ignore[no-any-return]
-
-    @property
-    def autocommit(self) -> bool:
-        return self.raw.autocommit  # type: ignore[no-any-return]
-
-    @autocommit.setter
-    def autocommit(self, value: bool) -> None:
-        self.raw.autocommit = value
-
-    @property
-    def isolation_level(self) -> Optional[int]:
-        return self.raw.isolation_level  # type: ignore[no-any-return]
-
-    @isolation_level.setter
-    def isolation_level(self, value: Any) -> None:
-        self.raw.isolation_level = value
-
-    @property
-    def readonly(self) -> Optional[bool]:
-        return self.raw.readonly  # type: ignore[no-any-return]
-
-    @readonly.setter
-    def readonly(self, value: Optional[bool]) -> None:
-        self.raw.readonly = value
-
-    @property
-    def deferrable(self) -> Optional[bool]:
-        return self.raw.deferrable  # type: ignore[no-any-return]
-
-    @deferrable.setter
-    def deferrable(self, value: Optional[bool]) -> None:
-        self.raw.deferrable = value
-
-    @property
-    def cursor_factory(self) -> Any:
-        return self.raw.cursor_factory
-
-    @cursor_factory.setter
-    def cursor_factory(self, value: Any) -> None:
-        self.raw.cursor_factory = value
-
-    @property
-    def info(self) -> Any:
-        return self.raw.info
-
-    @property
-    def notices(self) -> Any:
-        return self.raw.notices
-
-    @property
-    def status(self) -> int:
-        return self.raw.status  # type: ignore[no-any-return]
-
-    @property
-    def encoding(self) -> str:
-        return self.raw.encoding  # type: ignore[no-any-return]
-
-    @property
-    def dsn(self) -> str:
-        return self.raw.dsn  # type: ignore[no-any-return]
-
-    @property
-    def server_version(self) -> int:
-        return self.raw.server_version  # type: ignore[no-any-return]
-
-    @property
-    def protocol_version(self) -> int:
-        return self.raw.protocol_version  # type: ignore[no-any-return]
+    closed: Delegated[int] = Delegated()
+    autocommit: Settable[bool] = Settable()
+    isolation_level: Settable[Optional[int]] = Settable()
+    readonly: Settable[Optional[bool]] = Settable()
+    deferrable: Settable[Optional[bool]] = Settable()
+    cursor_factory: Settable[Any] = Settable()
+    info: Delegated[Any] = Delegated()
+    notices: Delegated[Any] = Delegated()
+    status: Delegated[int] = Delegated()
+    encoding: Delegated[str] = Delegated()
+    dsn: Delegated[str] = Delegated()
+    server_version: Delegated[int] = Delegated()
+    protocol_version: Delegated[int] = Delegated()
 
     def fileno(self) -> int:
-        return self.raw.fileno()  # type: ignore[no-any-return]
+        return self.raw.fileno()
 
     def get_backend_pid(self) -> int:
-        return self.raw.get_backend_pid()  # type: ignore[no-any-return]
+        return self.raw.get_backend_pid()
 
     def get_transaction_status(self) -> int:
-        return self.raw.get_transaction_status()  # type: ignore[no-any-return]
+        return self.raw.get_transaction_status()
 
     def get_parameter_status(self, parameter: str) -> Optional[str]:
-        return self.raw.get_parameter_status(parameter)  # type: ignore[no-any-return]
+        return self.raw.get_parameter_status(parameter)
 
     def get_dsn_parameters(self) -> dict[str, str]:
-        return self.raw.get_dsn_parameters()  # type: ignore[no-any-return]
+        return self.raw.get_dsn_parameters()
 
     def xid(self, format_id: int, gtrid: str, bqual: str) -> Any:
         return self.raw.xid(format_id, gtrid, bqual)
@@ -301,7 +248,8 @@ class AsyncCursor:
 
     def __init__(self, connection: AsyncConnection, raw: Any) -> None:
         self.connection = connection
-        self.raw = raw
+        #: The psycopg2 cursor doing the work.
+        self.raw: ext.cursor = raw
         self._named = raw.name is not None
 
     def __repr__(self) -> str:
@@ -319,7 +267,7 @@ class AsyncCursor:
         return call(self.raw.callproc, procname, parameters)
 
     def mogrify(self, query: Any, vars: Any = None) -> bytes:
-        return self.raw.mogrify(query, vars)  # type: ignore[no-any-return]
+        return self.raw.mogrify(query, vars)
 
     # -- results ----------------------------------------------------------------------------------
 
@@ -332,18 +280,19 @@ class AsyncCursor:
         args = () if size is None else (size,)
         if self._named:
             return await call(self.raw.fetchmany, *args)
-        return self.raw.fetchmany(*args)  # type: ignore[no-any-return]
+        return self.raw.fetchmany(*args)
 
     async def fetchall(self) -> list[Any]:
         if self._named:
             return await call(self.raw.fetchall)
-        return self.raw.fetchall()  # type: ignore[no-any-return]
+        return self.raw.fetchall()
 
     async def scroll(self, value: int, mode: str = "relative") -> None:
+        how: Any = mode  # psycopg2 checks it ("relative" or "absolute")
         if self._named:
-            await call(self.raw.scroll, value, mode)
+            await call(self.raw.scroll, value, how)
         else:
-            self.raw.scroll(value, mode)
+            self.raw.scroll(value, how)
 
     def __aiter__(self) -> AsyncCursor:
         return self
@@ -365,7 +314,7 @@ class AsyncCursor:
         for COPY FROM, an async iterable of ``bytes``/``str`` chunks."""
         from .. import copy
 
-        await call(copy.copy_expert, self.raw, sql, _adapt(file), size)
+        await call(copy.copy_expert, self.raw, sql, adapt(file), size)
 
     async def copy_from(
         self,
@@ -378,14 +327,14 @@ class AsyncCursor:
     ) -> None:
         from .. import copy
 
-        await call(copy.copy_from, self.raw, _adapt(file), table, sep, null, size, columns)
+        await call(copy.copy_from, self.raw, adapt(file), table, sep, null, size, columns)
 
     async def copy_to(
         self, file: Any, table: str, sep: str = "\t", null: str = "\\N", columns: Any = None
     ) -> None:
         from .. import copy
 
-        await call(copy.copy_to, self.raw, _adapt(file), table, sep, null, columns)
+        await call(copy.copy_to, self.raw, adapt(file), table, sep, null, columns)
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -404,97 +353,14 @@ class AsyncCursor:
         else:
             self.raw.close()
 
-    @property
-    def description(self) -> Any:
-        return self.raw.description
-
-    @property
-    def rowcount(self) -> int:
-        return self.raw.rowcount  # type: ignore[no-any-return]
-
-    @property
-    def rownumber(self) -> Optional[int]:
-        return self.raw.rownumber  # type: ignore[no-any-return]
-
-    @property
-    def lastrowid(self) -> int:
-        return self.raw.lastrowid  # type: ignore[no-any-return]
-
-    @property
-    def query(self) -> Optional[bytes]:
-        return self.raw.query  # type: ignore[no-any-return]
-
-    @property
-    def statusmessage(self) -> Optional[str]:
-        return self.raw.statusmessage  # type: ignore[no-any-return]
-
-    @property
-    def closed(self) -> bool:
-        return self.raw.closed  # type: ignore[no-any-return]
-
-    @property
-    def name(self) -> Optional[str]:
-        return self.raw.name  # type: ignore[no-any-return]
-
-    @property
-    def arraysize(self) -> int:
-        return self.raw.arraysize  # type: ignore[no-any-return]
-
-    @arraysize.setter
-    def arraysize(self, value: int) -> None:
-        self.raw.arraysize = value
-
-    @property
-    def itersize(self) -> int:
-        return self.raw.itersize  # type: ignore[no-any-return]
-
-    @itersize.setter
-    def itersize(self, value: int) -> None:
-        self.raw.itersize = value
-
-    @property
-    def tzinfo_factory(self) -> Any:
-        return self.raw.tzinfo_factory
-
-    @tzinfo_factory.setter
-    def tzinfo_factory(self, value: Any) -> None:
-        self.raw.tzinfo_factory = value
-
-
-class _AsyncFileAdapter:
-    """A sync file-like view of an async source or sink, for psycogreen's COPY functions (which run
-    in the bridge greenlet): each ``read``/``write`` suspends the greenlet while the task awaits
-    the async side, so a slow source or sink never blocks the loop."""
-
-    def __init__(self, target: Any) -> None:
-        self._target = target
-        self._iter: Any = None
-        if not hasattr(target, "read") and hasattr(target, "__aiter__"):
-            self._iter = target.__aiter__()
-
-    def read(self, size: int = -1) -> Any:
-        if self._iter is not None:
-            try:
-                return _await(self._iter.__anext__())
-            except StopAsyncIteration:
-                return b""
-        data = self._target.read(size)
-        return _await(data) if inspect.isawaitable(data) else data
-
-    def write(self, data: Any) -> Any:
-        rv = self._target.write(data)
-        return _await(rv) if inspect.isawaitable(rv) else rv
-
-
-def _adapt(file: Any) -> Any:
-    """``file`` itself when it is a sync file-like object, else an adapter (see above)."""
-    read = getattr(file, "read", None)
-    write = getattr(file, "write", None)
-    if read is None and write is None:
-        if hasattr(file, "__aiter__"):
-            return _AsyncFileAdapter(file)
-        return file  # psycogreen.copy raises the usual TypeError
-    for method in (read, write):
-        if method is not None and inspect.iscoroutinefunction(method):
-            return _AsyncFileAdapter(file)
-    return file
+    description: Delegated[Any] = Delegated()
+    rowcount: Delegated[int] = Delegated()
+    rownumber: Delegated[Optional[int]] = Delegated()
+    lastrowid: Delegated[int] = Delegated()
+    query: Delegated[Optional[bytes]] = Delegated()
+    statusmessage: Delegated[Optional[str]] = Delegated()
+    closed: Delegated[bool] = Delegated()
+    name: Delegated[Optional[str]] = Delegated()
+    arraysize: Settable[int] = Settable()
+    itersize: Settable[int] = Settable()
+    tzinfo_factory: Settable[Any] = Settable()

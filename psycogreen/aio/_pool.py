@@ -16,8 +16,9 @@ from types import TracebackType
 from typing import Any, AsyncIterator, Callable, ClassVar, Optional
 
 from .. import pool as _sync
-from .._waiters.bridge import call, call_shielded
 from ._connection import AsyncConnection, _ensure_patched
+from ._delegate import Delegated
+from ._runtime import call, call_shielded, suspend
 
 __all__ = ["ConnectionPool", "NullConnectionPool"]
 
@@ -50,25 +51,11 @@ class ConnectionPool:
     def __repr__(self) -> str:
         return repr(self.sync).replace("<", "<aio.", 1)
 
-    @property
-    def name(self) -> str:
-        return self.sync.name
-
-    @property
-    def min_size(self) -> int:
-        return self.sync.min_size
-
-    @property
-    def max_size(self) -> int:
-        return self.sync.max_size
-
-    @property
-    def closed(self) -> bool:
-        return self.sync.closed
-
-    @property
-    def timeout(self) -> float:
-        return self.sync.timeout
+    name: Delegated[str] = Delegated("sync")
+    min_size: Delegated[int] = Delegated("sync")
+    max_size: Delegated[int] = Delegated("sync")
+    closed: Delegated[bool] = Delegated("sync")
+    timeout: Delegated[float] = Delegated("sync")
 
     async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         await call(self.sync.open, wait, timeout)
@@ -141,9 +128,7 @@ def _sync_callback(fn: Callable[..., Any], key: str) -> Callable[[Any], None]:
         return fn
 
     def sync_fn(raw: Any) -> None:
-        from .._waiters.bridge import _await
-
-        _await(fn(AsyncConnection(raw)))
+        suspend(fn(AsyncConnection(raw)))
 
     sync_fn.__name__ = getattr(fn, "__name__", key)
     return sync_fn
