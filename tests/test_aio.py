@@ -348,6 +348,32 @@ async def test_concurrent_use_is_refused(aconn: aio.AsyncConnection) -> None:
     await aconn.commit()
 
 
+async def test_concurrent_use_during_copy_is_refused(aconn: aio.AsyncConnection) -> None:
+    """A COPY holds the connection like any other call: a second task is refused, not interleaved
+    into the COPY's protocol (which would corrupt both)."""
+    cur = aconn.cursor()
+    await cur.execute("create temporary table copy_busy (n int)")
+    release = anyio.Event()
+    sent: list[int] = []
+
+    async def rows() -> Any:
+        for n in range(3):
+            sent.append(n)
+            yield f"{n}\n".encode()
+            if n == 0:
+                await release.wait()  # the COPY stays open on the server meanwhile
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cur.copy_expert, "copy copy_busy from stdin", rows())
+        await await_until(lambda: sent and _guard.in_use(aconn.raw), interval=0.001, what="the COPY")
+        with pytest.raises(errors.ConcurrentUseError, match="already in use"):
+            await aconn.cursor().execute("select 2")
+        release.set()
+    await cur.execute("select count(*) from copy_busy")
+    assert await cur.fetchone() == (3,)
+    await aconn.rollback()
+
+
 async def test_connect_timeout_against_silent_server() -> None:
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))

@@ -306,15 +306,13 @@ class AsyncCursor:
             raise StopAsyncIteration
         return row
 
-    # -- COPY -------------------------------------------------------------------------------------
+    # -- COPY: through the cursor's own methods, so a COPY holds the connection (guarded) -------
 
     async def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> None:
         """``COPY ... FROM STDIN`` / ``TO STDOUT``. ``file`` may be a sync file-like object, an
         object with ``async def read(size)`` / ``async def write(data)`` (bytes are written), or,
         for COPY FROM, an async iterable of ``bytes``/``str`` chunks."""
-        from .. import copy
-
-        await call(copy.copy_expert, self.raw, sql, adapt(file), size)
+        await call(self.raw.copy_expert, sql, adapt(file), size)
 
     async def copy_from(
         self,
@@ -325,16 +323,12 @@ class AsyncCursor:
         size: int = 8192,
         columns: Any = None,
     ) -> None:
-        from .. import copy
-
-        await call(copy.copy_from, self.raw, adapt(file), table, sep, null, size, columns)
+        await call(self.raw.copy_from, adapt(file), table, sep, null, size, columns)
 
     async def copy_to(
         self, file: Any, table: str, sep: str = "\t", null: str = "\\N", columns: Any = None
     ) -> None:
-        from .. import copy
-
-        await call(copy.copy_to, self.raw, adapt(file), table, sep, null, columns)
+        await call(self.raw.copy_to, adapt(file), table, sep, null, columns)
 
     # -- state ------------------------------------------------------------------------------------
 
