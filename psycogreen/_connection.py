@@ -188,6 +188,23 @@ class GreenCursorMixin(ext.cursor):
 
 _cursor_execute = ext.cursor.execute
 
+#: The pure-Python ``execute`` above: the reference, and where the C version sends every case but
+#: the common one.
+execute_python = GreenCursorMixin.__dict__["execute"]
+
+
+def _accelerate_execute() -> None:
+    """With the C accelerator, ``cursor.execute`` runs the same fast path in C (see ``_accel``)."""
+    from . import _accel
+
+    if _accel.speedups is None:
+        return
+    _accel.speedups.setup_guard(_cursor_execute, execute_python, _guard.leave)
+    setattr(GreenCursorMixin, "execute", _accel.speedups.execute_method)  # noqa: B010 - mypy: a method
+
+
+_accelerate_execute()
+
 
 _install_guards(GreenCursorMixin, ("executemany", "callproc"))
 

@@ -468,6 +468,23 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
     if _deadline.current() is not None:
         drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
         return
+    accel = getattr(waiter, "accel_poll", None)
+    if accel is not None:
+        # The same loop in C (psycogreen._speedups, see psycogreen._accel): None when done, else the
+        # state reached, handed over below exactly as the Python loop hands it over.
+        handover = accel(conn)
+        if handover is None:
+            return
+        fd, events, exc = handover
+        del handover
+        if exc is None:
+            drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
+            return
+        try:
+            _hand_over(conn, waiter, fd, events, exc)
+        finally:
+            del exc  # the exception's traceback holds this frame
+        return
     # The hot path (every query, no deadline): the trivial poll loop of poll_conn(), inlined, because
     # creating, resuming and finishing a generator plus drive()'s bookkeeping cost a measurable part
     # of the client CPU per query (see docs/benchmarks.md). Everything else (an unexpected poll
@@ -494,12 +511,21 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
     except BaseException as exc:  # noqa: BLE001 - an interrupt: drive() semantics from here on
         if not events:
             raise
-        gen = poll_conn_after(conn, fd, events)
-        next(gen)
-        keep = _guard.inside(conn)
-        _interrupted(gen, conn, exc, waiter, None, None, keep, True, fd, events, False)
+        _hand_over(conn, waiter, fd, events, exc)
         return
     drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
+
+
+def _hand_over(conn: Any, waiter: Waiter, fd: int, events: int, exc: BaseException) -> None:
+    """An interrupt stopped the hot poll loop (Python's or C's) waiting for ``events`` on ``fd``:
+    continue as :func:`drive` would from there (cancel, drain, park or raise)."""
+    gen = poll_conn_after(conn, fd, events)
+    next(gen)
+    keep = _guard.inside(conn)
+    try:
+        _interrupted(gen, conn, exc, waiter, None, None, keep, True, fd, events, False)
+    finally:
+        del exc
 
 
 _POLL_OK = psycopg2.extensions.POLL_OK
