@@ -160,6 +160,7 @@ def _process(report: Report) -> None:
     report.line("wait callback", _callback_name(callback))
     cancel, nonblocking = _cancel_path(waiter_name)
     report.line("cancel path", cancel)
+    _accelerator(report)
 
     if monkey and callback is None:
         report.line("cooperative", "NO: every query blocks the whole process")
@@ -201,6 +202,14 @@ def _process(report: Report) -> None:
         )
     if "eventlet" in sys.modules or eventlet_mp:
         report.flag(WARN, "eventlet is deprecated upstream (bugfix-only); prefer gevent or psycogreen.aio")
+
+
+def _accelerator(report: Report) -> None:
+    """Which implementation of the hot paths runs (the optional C accelerator, issue 13); the
+    sentence says why when it is pure Python (disabled by the environment, or not built)."""
+    from psycogreen import _accel
+
+    report.line("hot paths", _accel.reason)
 
 
 def _server(report: Report, dsn: str) -> None:

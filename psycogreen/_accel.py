@@ -17,7 +17,7 @@ import os
 from types import ModuleType
 from typing import Optional
 
-__all__ = ["ENV", "active", "reason", "speedups"]
+__all__ = ["ENV", "active", "built", "reason", "speedups"]
 
 #: The environment variable that forces the pure-Python path.
 ENV = "PSYCOGREEN_NO_EXTENSIONS"
@@ -59,3 +59,10 @@ speedups, reason = _load()
 def active() -> bool:
     """True when the C accelerator runs the hot paths."""
     return speedups is not None
+
+
+def built() -> bool:
+    """True when the extension is installed (whether or not the environment disables it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("psycogreen._speedups") is not None
