@@ -121,7 +121,11 @@ def deadline(mon: Any) -> dict[str, Any]:
 
     got = outcome(run)
     kit.wait_until(lambda: kit.running(mon, f"%{t}%") == 0, what="the statement to leave the server")
-    out = {"got": got[:2], "is_query_timeout": got[1] == QueryTimeout.__name__, "after": outcome(lambda: usable(conn))}
+    out = {
+        "got": got[:2],
+        "is_query_timeout": got[1] == QueryTimeout.__name__,
+        "after": outcome(lambda: usable(conn)),
+    }
     conn.close()
     return out
 

@@ -66,7 +66,9 @@ class FakeLibpq:
         return len(part)
 
 
-def _python_loop(get: Callable[[int, int], int], buf: Any, pos: int, room: int, batch: int) -> tuple[int, int]:
+def _python_loop(
+    get: Callable[[int, int], int], buf: Any, pos: int, room: int, batch: int
+) -> tuple[int, int]:
     """The pure-Python per-row loop of ``_core.copy._copy_out``, on its own."""
     while True:
         n = get(ctypes.addressof(buf) + pos, room)
@@ -126,7 +128,7 @@ def test_getlines_agrees_with_the_python_loop(script: str, fake_init: Callable[[
                 fake_init(fake)
                 pos, n = _accel.speedups.getlines(1, ctypes.addressof(buf), pos, room, batch)
             else:
-                pos, n = _python_loop(lambda b, r: fake.getline(None, b, r), buf, pos, room, batch)
+                pos, n = _python_loop(lambda b, r, f=fake: f.getline(None, b, r), buf, pos, room, batch)
             steps.append((pos, n, buf.raw[:pos]))
             if n < 0:
                 break
