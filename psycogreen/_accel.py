@@ -32,7 +32,7 @@ def _load() -> tuple[Optional[ModuleType], str]:
     if _disabled():
         return None, f"pure Python: disabled by {ENV}={os.environ.get(ENV)}"
     try:
-        from . import _speedups  # type: ignore[attr-defined]
+        from . import _speedups
     except ImportError as e:
         return None, (
             f"pure Python: the C accelerator is not built ({e}); reinstall psycogreen with a C "
@@ -44,7 +44,7 @@ def _load() -> tuple[Optional[ModuleType], str]:
 
     from . import _guard, _libpq
 
-    address = ctypes.cast(_libpq.lib.PQgetlineAsync, ctypes.c_void_p).value
+    address = ctypes.cast(_libpq.lib.PQgetlineAsync, ctypes.c_void_p).value or 0
     _speedups.init(address, psycopg2.Error, _guard.getcurrent)
     return _speedups, f"C accelerator ({os.path.basename(_speedups.__file__ or '_speedups')})"
 
