@@ -199,7 +199,8 @@ def _accelerate_execute() -> None:
 
     if _accel.speedups is None:
         return
-    _accel.speedups.setup_guard(_cursor_execute, execute_python, _guard.leave)
+    # psycopg2's own execute (not the module global, which tests may replace for a while).
+    _accel.speedups.setup_guard(ext.cursor.execute, execute_python, _guard.leave)
     setattr(GreenCursorMixin, "execute", _accel.speedups.execute_method)  # noqa: B010 - mypy: a method
 
 

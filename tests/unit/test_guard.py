@@ -191,7 +191,7 @@ def test_execute_fast_path_agrees_with_general_path(
         got = _outcome(fast, _start_states()[start], do)
     finally:
         if path == "c":
-            _connection._accelerate_execute()  # back to psycopg2's execute
+            _connection._accelerate_execute()  # back to psycopg2's own execute
     general = _outcome(_general, _start_states()[start], do)
     assert got == general
 
