@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 import greenlet
 import psycopg2
 import psycopg2.extensions as ext
+import psycopg2.extras as extras
 import pytest
 
 from psycogreen import _accel, _connection, _guard
@@ -202,3 +203,21 @@ def test_c_execute_is_installed_when_the_accelerator_is_active() -> None:
         assert _accel.speedups is not None and installed is _accel.speedups.execute_method
     else:
         assert installed is _connection.execute_python
+
+
+# -- the guard state in __slots__ on psycogreen's concrete connection classes ---------------------
+
+
+@pytest.mark.parametrize(
+    "base",
+    [ext.connection, extras.DictConnection, extras.LoggingConnection, extras.LogicalReplicationConnection],
+    ids=lambda b: b.__name__,
+)
+def test_concrete_connection_classes_keep_the_guard_state_in_slots(base: type) -> None:
+    klass = _connection.green_connection_class(base)
+    assert set(_guard.SLOTS) <= set(klass.__dict__)
+    conn = klass.__new__(klass, "dbname=unused")  # created, never connected
+    defaults = {name: getattr(_guard.GreenState, name) for name in _guard.SLOTS}
+    assert {name: getattr(conn, name) for name in _guard.SLOTS} == defaults
+    conn.set_by_an_application = 1  # a __dict__ too, as before (Django, pools set attributes)
+    assert conn.set_by_an_application == 1 and _guard.is_green(conn)
