@@ -37,6 +37,8 @@ def _check(out: dict[str, Any], framework: str) -> None:
         assert out["misuse"]["second"] == ["raised", "ConcurrentUseError", True]
         assert out["killed"]["end"] == "GreenletExit" and out["killed"]["after"] == ["ok", 42]
     assert out["crowd"] == {"done": 20, "sum_ok": True, "hub_ran": True}
+    if framework == "gevent":
+        assert out["switch_out"] == {"class_seen": True, "instance_seen": True, "results": [1, 1]}
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

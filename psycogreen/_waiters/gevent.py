@@ -46,7 +46,9 @@ def _accel_poll() -> Optional[Callable[[Any], Any]]:
 
     if _accel.speedups is None:
         return None
-    _accel.speedups.setup_gevent(get_hub, _new_watcher)
+    import greenlet
+
+    _accel.speedups.setup_gevent(get_hub, _new_watcher, greenlet.greenlet.switch)
     return _accel.speedups.gevent_poll  # type: ignore[no-any-return]
 
 

@@ -203,6 +203,42 @@ def crowd() -> dict[str, Any]:
     return {"done": len(totals), "sum_ok": sum(totals) == expected, "hub_ran": FW == "threads" or gap < 1.0}
 
 
+def switch_out() -> dict[str, Any]:
+    """gevent's hub.switch() calls the current greenlet's ``switch_out`` first (the hub's own
+    raises BlockingSwitchOutError); the C wait switches to the hub directly only when there is none,
+    so a class or an instance defining one still sees every wait."""
+    if FW != "gevent":
+        return {"skipped": True}
+    import gevent
+
+    calls = {"class": 0, "instance": 0}
+
+    class Traced(gevent.Greenlet):  # type: ignore[misc]
+        def switch_out(self) -> None:
+            calls["class"] += 1
+
+    def query() -> Any:
+        conn = psycopg2.connect(kit.DSN)
+        cur = conn.cursor()
+        cur.execute("select 1")
+        value = cur.fetchone()[0]
+        conn.close()
+        return value
+
+    g = Traced(query)
+    g.start()
+    g.join()
+    plain = gevent.Greenlet(query)
+    plain.switch_out = lambda: calls.__setitem__("instance", calls["instance"] + 1)
+    plain.start()
+    plain.join()
+    return {
+        "class_seen": calls["class"] > 0,
+        "instance_seen": calls["instance"] > 0,
+        "results": [g.value, plain.value],
+    }
+
+
 def main() -> None:
     mon = kit.monitor()
     conn = psycopg2.connect(kit.DSN)
@@ -213,6 +249,7 @@ def main() -> None:
     out["misuse"] = misuse(mon)
     out["killed"] = killed(mon)
     out["crowd"] = crowd()
+    out["switch_out"] = switch_out()
     kit.emit(**out)
 
 
