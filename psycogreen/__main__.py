@@ -129,7 +129,7 @@ def _callback_name(cb: Any) -> str:
         return "none (psycopg2 blocks inside libpq)"
     from psycogreen import _wait
 
-    if cb is _wait.wait_callback:
+    if _wait.is_ours(cb):
         return "psycogreen"
     return f"{getattr(cb, '__module__', '?')}.{getattr(cb, '__qualname__', repr(cb))} (not psycogreen's)"
 

@@ -236,7 +236,7 @@ def patch(framework: Optional[str] = None) -> str:
             return name  # same choice, or a detected "threads" over an explicit one: keep it
         waiter: Waiter = _AutoWaiter() if provisional else waiter_for(name)
         _wait.state.waiter = waiter
-        psycopg2.extensions.set_wait_callback(_wait.wait_callback)
+        psycopg2.extensions.set_wait_callback(_wait.installed_callback())
         if _original_connect is None:
             from . import _connect
 

@@ -55,6 +55,14 @@ typedef struct {
     PyObject *eventlet_get_hub;
     PyObject *eventlet_read;  /* eventlet.hubs.hub.READ */
     PyObject *eventlet_write; /* eventlet.hubs.hub.WRITE */
+    /* the wait callback's entry */
+    PyObject *connecting_var; /* _deadline's ContextVar of the connect deadline */
+    PyObject *deadline_var;   /* _deadline's ContextVar of the timeout() deadline */
+    PyObject *status_setup;   /* psycopg2.extensions.STATUS_SETUP */
+    PyObject *wait_state;     /* psycogreen._wait.state: .waiter is the patched waiter */
+    PyObject *slow_callback;  /* psycogreen._wait.wait_callback: every other case */
+    PyObject *handover;       /* psycogreen._wait._accel_handover(conn, waiter, state) */
+    PyObject *own_waiter_types; /* {greenlet type: whether it carries psycogreen_waiter} */
     /* the execute guard */
     PyObject *c_execute; /* psycopg2's ext.cursor.execute */
     PyObject *slow_execute; /* the pure-Python GreenCursorMixin.execute: every other case */
@@ -62,13 +70,22 @@ typedef struct {
 } State;
 
 /* Interned attribute names, created once at import (immutable, so shared safely). */
-static PyObject *s_switch_out, *s_poll, *s_fileno, *s_watchers, *s_start, *s_stop, *s_switch, *s_throw, *s_add,
+static PyObject *s_own_waiter, *s_waiter, *s_accel_poll, *s_status, *s_switch_out, *s_poll, *s_fileno, *s_watchers, *s_start, *s_stop, *s_switch, *s_throw, *s_add,
     *s_remove, *s_connection, *s_owner, *s_depth, *s_pending;
 
 static State *
 get_state(PyObject *module)
 {
     return (State *)PyModule_GetState(module);
+}
+
+/* Hold a new reference to ``value`` in ``slot`` (set-up functions may be called again). */
+static void
+replace(PyObject **slot, PyObject *value)
+{
+    PyObject *old = *slot;
+    *slot = Py_NewRef(value);
+    Py_XDECREF(old);
 }
 
 /* The exception being raised, as one object with its traceback (3.12 changed the API). */
@@ -108,31 +125,23 @@ give_exception(PyObject *exc)
 
 typedef int (*wait_step)(State *st, long fd, int events);
 
-/* Whether ``hub.switch()`` must be called rather than switching to the hub greenlet directly.
- *
- * gevent's ``hub.switch()`` first looks up ``switch_out`` on the current greenlet and calls it (the
- * hub's own raises BlockingSwitchOutError: a wait from inside the hub); for every other greenlet
- * the lookup fails, and building that AttributeError is ~2k instructions per wait, a tenth of what
- * psycogreen adds per query. So the answer is cached per greenlet type, and an instance attribute
- * is looked for in the instance dict: when neither has ``switch_out``, ``greenlet.switch(hub)``
- * does exactly what ``hub.switch()`` would. Returns 1, 0, or -1 with an exception set. */
+/* Whether greenlet ``current`` has attribute ``name`` (on its class, cached per class in ``cache``,
+ * or in its instance dict), without building the AttributeError a failed lookup costs (~2k
+ * instructions). Returns 1, 0, or -1 with an exception set. */
 static int
-needs_hub_switch(State *st, PyObject *current)
+has_attribute(PyObject *cache, PyObject *current, PyObject *name)
 {
     PyObject *type = (PyObject *)Py_TYPE(current);
     PyObject *known, *dict;
     int found;
 
-    if (st->greenlet_switch == NULL || st->switch_out_types == NULL) {
-        return 1;
-    }
-    known = PyDict_GetItemWithError(st->switch_out_types, type); /* borrowed */
+    known = PyDict_GetItemWithError(cache, type); /* borrowed */
     if (known == NULL) {
         if (PyErr_Occurred()) {
             return -1;
         }
-        found = PyObject_HasAttr(type, s_switch_out);
-        if (PyDict_SetItem(st->switch_out_types, type, found ? Py_True : Py_False) < 0) {
+        found = PyObject_HasAttr(type, name);
+        if (PyDict_SetItem(cache, type, found ? Py_True : Py_False) < 0) {
             return -1;
         }
         known = found ? Py_True : Py_False;
@@ -146,11 +155,24 @@ needs_hub_switch(State *st, PyObject *current)
     dict = PyObject_GenericGetDict(current, NULL);
     if (dict == NULL) {
         PyErr_Clear();
-        return 1; /* cannot tell: let gevent look */
+        return 1; /* cannot tell: take the general path, which looks */
     }
-    found = PyDict_Contains(dict, s_switch_out);
+    found = PyDict_Contains(dict, name);
     Py_DECREF(dict);
     return found;
+}
+
+/* Whether ``hub.switch()`` must be called rather than switching to the hub greenlet directly:
+ * gevent's ``hub.switch()`` first calls the current greenlet's ``switch_out`` if it has one (the
+ * hub's own raises BlockingSwitchOutError: a wait from inside the hub); without one,
+ * ``greenlet.switch(hub)`` does exactly what ``hub.switch()`` would. */
+static int
+needs_hub_switch(State *st, PyObject *current)
+{
+    if (st->greenlet_switch == NULL || st->switch_out_types == NULL) {
+        return 1;
+    }
+    return has_attribute(st->switch_out_types, current, s_switch_out);
 }
 
 /* gevent: GeventWaiter.wait_fd's hot path. One io watcher per (fd, events) cached on the hub, so
@@ -401,6 +423,122 @@ eventlet_poll(PyObject *module, PyObject *conn)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * The wait callback psycopg2 calls (psycogreen._wait.wait_callback's checks, then the poll loop):
+ * not connecting, no timeout() deadline, the current greenlet carries no waiter of its own, and
+ * the patched waiter has a C poll loop. Any other case calls the Python wait_callback; a hand-over
+ * from the poll loop goes to psycogreen._wait._accel_handover.
+ */
+static int
+context_var_is_set(PyObject *var)
+{
+    PyObject *value = NULL;
+    int set;
+    if (PyContextVar_Get(var, Py_None, &value) < 0) {
+        return -1;
+    }
+    set = value != Py_None;
+    Py_DECREF(value);
+    return set;
+}
+
+static PyObject *
+wait_callback(PyObject *module, PyObject *conn)
+{
+    State *st = get_state(module);
+    PyObject *status, *current, *waiter = NULL, *poll = NULL, *rv;
+    int slow;
+
+    if (st->slow_callback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "psycogreen._speedups: setup_callback() was not called");
+        return NULL;
+    }
+    /* connecting (a connect deadline, or a connection made outside psycopg2.connect()) */
+    slow = context_var_is_set(st->connecting_var);
+    if (slow == 0) {
+        status = PyObject_GetAttr(conn, s_status);
+        if (status == NULL) {
+            return NULL;
+        }
+        slow = PyObject_RichCompareBool(status, st->status_setup, Py_EQ);
+        Py_DECREF(status);
+    }
+    /* a greenlet with a waiter of its own (the asyncio/trio bridge) */
+    if (slow == 0) {
+        current = PyObject_CallNoArgs(st->getcurrent);
+        if (current == NULL) {
+            return NULL;
+        }
+        slow = has_attribute(st->own_waiter_types, current, s_own_waiter);
+        Py_DECREF(current);
+    }
+    if (slow == 0) {
+        slow = context_var_is_set(st->deadline_var);
+    }
+    if (slow == 0) {
+        waiter = PyObject_GetAttr(st->wait_state, s_waiter);
+        if (waiter == NULL) {
+            return NULL;
+        }
+        poll = waiter == Py_None ? NULL : PyObject_GetAttr(waiter, s_accel_poll);
+        if (poll == NULL) {
+            PyErr_Clear(); /* not patched yet, or a waiter without a C loop */
+            slow = 1;
+        }
+        else if (poll == Py_None) {
+            slow = 1;
+        }
+    }
+    if (slow < 0) {
+        Py_XDECREF(waiter);
+        Py_XDECREF(poll);
+        return NULL;
+    }
+    if (slow) {
+        Py_XDECREF(waiter);
+        Py_XDECREF(poll);
+        return PyObject_CallOneArg(st->slow_callback, conn);
+    }
+    rv = PyObject_CallOneArg(poll, conn);
+    Py_DECREF(poll);
+    if (rv != NULL && rv != Py_None) {
+        PyObject *state = rv;
+        rv = PyObject_CallFunctionObjArgs(st->handover, conn, waiter, state, NULL);
+        Py_DECREF(state);
+    }
+    Py_DECREF(waiter);
+    return rv;
+}
+
+static PyObject *
+setup_callback(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    State *st = get_state(module);
+    PyObject *types;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "setup_callback(connecting_var, deadline_var, STATUS_SETUP, state, wait_callback, handover)");
+        return NULL;
+    }
+    if (!PyContextVar_CheckExact(args[0]) || !PyContextVar_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "setup_callback: the deadlines must be ContextVars");
+        return NULL;
+    }
+    types = PyDict_New();
+    if (types == NULL) {
+        return NULL;
+    }
+    replace(&st->connecting_var, args[0]);
+    replace(&st->deadline_var, args[1]);
+    replace(&st->status_setup, args[2]);
+    replace(&st->wait_state, args[3]);
+    replace(&st->slow_callback, args[4]);
+    replace(&st->handover, args[5]);
+    replace(&st->own_waiter_types, types);
+    Py_DECREF(types);
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * The execute guard: GreenCursorMixin.execute's fast path (connection free, nothing parked):
  * take the guard, run psycopg2's own C execute, leave. Every other case, and keyword arguments, go
  * to the pure-Python method, which is the reference.
@@ -577,13 +715,6 @@ getlines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 /* ---------------------------------------------------------------------------------------------
  * Set-up, called once by psycogreen (psycogreen._accel and the waiters).
  */
-static void
-replace(PyObject **slot, PyObject *value)
-{
-    PyObject *old = *slot;
-    *slot = Py_NewRef(value);
-    Py_XDECREF(old);
-}
 
 static PyObject *
 init(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -665,6 +796,10 @@ static PyMethodDef methods[] = {
      "setup_eventlet(get_hub, READ, WRITE): what eventlet_poll() waits with."},
     {"setup_guard", (PyCFunction)(void (*)(void))setup_guard, METH_FASTCALL,
      "setup_guard(c_execute, slow_execute, leave): what execute() runs."},
+    {"setup_callback", (PyCFunction)(void (*)(void))setup_callback, METH_FASTCALL,
+     "setup_callback(connecting_var, deadline_var, STATUS_SETUP, state, wait_callback, handover)."},
+    {"wait_callback", wait_callback, METH_O,
+     "The wait callback registered with psycopg2 when the accelerator is active."},
     {"gevent_poll", gevent_poll, METH_O,
      "The wait callback's poll loop under gevent: None when done, else (fd, events, exc) to hand over."},
     {"eventlet_poll", eventlet_poll, METH_O,
@@ -692,6 +827,13 @@ traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->eventlet_get_hub);
     Py_VISIT(st->eventlet_read);
     Py_VISIT(st->eventlet_write);
+    Py_VISIT(st->connecting_var);
+    Py_VISIT(st->deadline_var);
+    Py_VISIT(st->status_setup);
+    Py_VISIT(st->wait_state);
+    Py_VISIT(st->slow_callback);
+    Py_VISIT(st->handover);
+    Py_VISIT(st->own_waiter_types);
     Py_VISIT(st->c_execute);
     Py_VISIT(st->slow_execute);
     Py_VISIT(st->leave);
@@ -714,6 +856,13 @@ clear(PyObject *module)
     Py_CLEAR(st->eventlet_get_hub);
     Py_CLEAR(st->eventlet_read);
     Py_CLEAR(st->eventlet_write);
+    Py_CLEAR(st->connecting_var);
+    Py_CLEAR(st->deadline_var);
+    Py_CLEAR(st->status_setup);
+    Py_CLEAR(st->wait_state);
+    Py_CLEAR(st->slow_callback);
+    Py_CLEAR(st->handover);
+    Py_CLEAR(st->own_waiter_types);
     Py_CLEAR(st->c_execute);
     Py_CLEAR(st->slow_execute);
     Py_CLEAR(st->leave);
@@ -745,6 +894,10 @@ intern_names(void)
     if ((var = PyUnicode_InternFromString(text)) == NULL) \
         return -1;
     INTERN(s_switch_out, "switch_out");
+    INTERN(s_own_waiter, "psycogreen_waiter");
+    INTERN(s_waiter, "waiter");
+    INTERN(s_accel_poll, "accel_poll");
+    INTERN(s_status, "status");
     INTERN(s_poll, "poll");
     INTERN(s_fileno, "fileno");
     INTERN(s_watchers, "psycogreen_watchers");

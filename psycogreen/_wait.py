@@ -471,19 +471,10 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
     accel = getattr(waiter, "accel_poll", None)
     if accel is not None:
         # The same loop in C (psycogreen._speedups, see psycogreen._accel): None when done, else the
-        # state reached, handed over below exactly as the Python loop hands it over.
+        # state reached, handed over exactly as the Python loop hands it over.
         handover = accel(conn)
-        if handover is None:
-            return
-        fd, events, exc = handover
-        del handover
-        if exc is None:
-            drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
-            return
-        try:
-            _hand_over(conn, waiter, fd, events, exc)
-        finally:
-            del exc  # the exception's traceback holds this frame
+        if handover is not None:
+            _accel_handover(conn, waiter, handover)
         return
     # The hot path (every query, no deadline): the trivial poll loop of poll_conn(), inlined, because
     # creating, resuming and finishing a generator plus drive()'s bookkeeping cost a measurable part
@@ -514,6 +505,33 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
         _hand_over(conn, waiter, fd, events, exc)
         return
     drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
+
+
+def _accel_handover(conn: Any, waiter: Waiter, handover: tuple[int, int, Optional[BaseException]]) -> None:
+    """Continue from where the C poll loop stopped: ``(fd, events, None)`` after an unexpected poll
+    state (drive a poll generator, as the Python loop's ``break`` does), ``(fd, events, exc)``
+    after an interrupt while waiting (:func:`_hand_over`)."""
+    fd, events, exc = handover
+    del handover
+    if exc is None:
+        drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
+        return
+    try:
+        _hand_over(conn, waiter, fd, events, exc)
+    finally:
+        del exc  # the exception's traceback holds this frame
+
+
+def installed_callback() -> Callable[[Any], None]:
+    """What ``patch()`` registers with psycopg2: :func:`wait_callback`, or with the C accelerator
+    its C entry (the same checks, then the C poll loop; every other case calls
+    :func:`wait_callback`)."""
+    return _c_callback or wait_callback
+
+
+def is_ours(callback: Any) -> bool:
+    """Whether ``callback`` is one of psycogreen's wait callbacks."""
+    return callback is not None and (callback is wait_callback or callback is _c_callback)
 
 
 def _hand_over(conn: Any, waiter: Waiter, fd: int, events: int, exc: BaseException) -> None:
@@ -633,3 +651,17 @@ def _adopt(waiter: Waiter, fd: int, known: Optional[tuple[int, object]]) -> tupl
             waiter.forget_fd(known[0])  # libpq closed the previous attempt's socket
     waiter.forget_fd(fd)
     return (fd, ident)
+
+
+def _accelerate_callback() -> Optional[Callable[[Any], None]]:
+    """The C accelerator's wait callback, set up with what it reads (see ``_speedups.c``)."""
+    from . import _accel
+
+    if _accel.speedups is None:
+        return None
+    connecting, deadline = _deadline.context_vars()
+    _accel.speedups.setup_callback(connecting, deadline, _STATUS_SETUP, state, wait_callback, _accel_handover)
+    return _accel.speedups.wait_callback  # type: ignore[no-any-return]
+
+
+_c_callback: Optional[Callable[[Any], None]] = _accelerate_callback()

@@ -45,10 +45,22 @@ def _check(out: dict[str, Any], framework: str) -> None:
 def test_accelerated_and_pure_paths_agree(run_script: Callable[..., Any], framework: str) -> None:
     accelerated = run_script("speedups.py", framework, timeout=180)
     pure = run_script("speedups.py", framework, env={_accel.ENV: "1"}, timeout=180)
-    assert pure["paths"] == {"active": False, "poll_in_c": False, "execute_in_c": False}
+    assert pure["paths"] == {
+        "active": False,
+        "poll_in_c": False,
+        "execute_in_c": False,
+        "callback_in_c": False,
+        "callback_ours": True,
+    }
     if _accel.active():
         in_c = framework != "threads"  # plain threads block in libpq: no poll loop to accelerate
-        assert accelerated["paths"] == {"active": True, "poll_in_c": in_c, "execute_in_c": True}
+        assert accelerated["paths"] == {
+            "active": True,
+            "poll_in_c": in_c,
+            "execute_in_c": True,
+            "callback_in_c": True,
+            "callback_ours": True,
+        }
     _check(accelerated, framework)
     _check(pure, framework)
     accelerated.pop("paths")

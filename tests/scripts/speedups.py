@@ -16,6 +16,7 @@ from typing import Any
 
 import kit
 import psycopg2
+import psycopg2.extensions
 
 import psycogreen
 from psycogreen import _accel, _connection, _wait
@@ -52,6 +53,8 @@ def paths() -> dict[str, Any]:
         "active": _accel.active(),
         "poll_in_c": getattr(waiter, "accel_poll", None) is not None,
         "execute_in_c": execute is not _connection.execute_python,
+        "callback_in_c": psycopg2.extensions.get_wait_callback() is not _wait.wait_callback,
+        "callback_ours": _wait.is_ours(psycopg2.extensions.get_wait_callback()),
     }
 
 
