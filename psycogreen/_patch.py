@@ -2,7 +2,8 @@
 
 Patching does three things, all undone by ``unpatch()``:
 
-1. registers :func:`psycogreen._wait.wait_callback` with ``psycopg2.extensions.set_wait_callback``;
+1. registers :func:`psycogreen._wait.wait_callback` (or its C twin, see ``_wait.installed_callback``)
+   with ``psycopg2.extensions.set_wait_callback``;
 2. replaces ``psycopg2._connect`` (what ``psycopg2.connect`` calls) so connections honour the connect
    deadline, resolve host names cooperatively and are of psycogreen's connection classes;
 3. records the framework, so pools and the asyncio bridge wait the same way.
