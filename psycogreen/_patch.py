@@ -212,6 +212,8 @@ def _resolve(auto: _AutoWaiter) -> Optional[Waiter]:
         unpatched = _active is None and psycopg2.extensions.get_wait_callback() is None
         if _wait.state.waiter is auto:
             _wait.state.waiter = waiter
+            if _wait.is_ours(psycopg2.extensions.get_wait_callback()):
+                psycopg2.extensions.set_wait_callback(_wait.installed_callback(waiter))
             if _auto:
                 _active, _auto, switched = name, False, True
     if switched:
@@ -237,7 +239,7 @@ def patch(framework: Optional[str] = None) -> str:
             return name  # same choice, or a detected "threads" over an explicit one: keep it
         waiter: Waiter = _AutoWaiter() if provisional else waiter_for(name)
         _wait.state.waiter = waiter
-        psycopg2.extensions.set_wait_callback(_wait.installed_callback())
+        psycopg2.extensions.set_wait_callback(_wait.installed_callback(waiter))
         if _original_connect is None:
             from . import _connect
 

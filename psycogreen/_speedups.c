@@ -63,6 +63,7 @@ typedef struct {
     PyObject *slow_callback;  /* psycogreen._wait.wait_callback: every other case */
     PyObject *handover;       /* psycogreen._wait._accel_handover(conn, waiter, state) */
     PyObject *own_waiter_types; /* {greenlet type: whether it carries psycogreen_waiter} */
+    PyObject *poll_of_types;    /* {waiter type: its accel_poll, or None} */
     /* the execute guard */
     PyObject *c_execute; /* psycopg2's ext.cursor.execute */
     PyObject *slow_execute; /* the pure-Python GreenCursorMixin.execute: every other case */
@@ -441,6 +442,40 @@ context_var_is_set(PyObject *var)
     return set;
 }
 
+/* The C poll loop of ``waiter`` (its class's ``accel_poll``, looked up once per class: a waiter
+ * without one would cost an AttributeError per call), as a new reference; NULL without an
+ * exception when it has none. */
+static PyObject *
+waiter_poll(State *st, PyObject *waiter)
+{
+    PyObject *type = (PyObject *)Py_TYPE(waiter);
+    PyObject *poll;
+
+    if (waiter == Py_None) {
+        return NULL;
+    }
+    poll = PyDict_GetItemWithError(st->poll_of_types, type); /* borrowed */
+    if (poll == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        poll = PyObject_GetAttr(type, s_accel_poll);
+        if (poll == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                return NULL;
+            }
+            PyErr_Clear();
+            poll = Py_NewRef(Py_None);
+        }
+        if (PyDict_SetItem(st->poll_of_types, type, poll) < 0) {
+            Py_DECREF(poll);
+            return NULL;
+        }
+        Py_DECREF(poll); /* the dict holds it */
+    }
+    return poll == Py_None ? NULL : Py_NewRef(poll);
+}
+
 static PyObject *
 wait_callback(PyObject *module, PyObject *conn)
 {
@@ -479,13 +514,9 @@ wait_callback(PyObject *module, PyObject *conn)
         if (waiter == NULL) {
             return NULL;
         }
-        poll = waiter == Py_None ? NULL : PyObject_GetAttr(waiter, s_accel_poll);
+        poll = waiter_poll(st, waiter);
         if (poll == NULL) {
-            PyErr_Clear(); /* not patched yet, or a waiter without a C loop */
-            slow = 1;
-        }
-        else if (poll == Py_None) {
-            slow = 1;
+            slow = PyErr_Occurred() ? -1 : 1; /* not patched yet, or a waiter without a C loop */
         }
     }
     if (slow < 0) {
@@ -534,6 +565,12 @@ setup_callback(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     replace(&st->slow_callback, args[4]);
     replace(&st->handover, args[5]);
     replace(&st->own_waiter_types, types);
+    Py_DECREF(types);
+    types = PyDict_New();
+    if (types == NULL) {
+        return NULL;
+    }
+    replace(&st->poll_of_types, types);
     Py_DECREF(types);
     Py_RETURN_NONE;
 }
@@ -834,6 +871,7 @@ traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->slow_callback);
     Py_VISIT(st->handover);
     Py_VISIT(st->own_waiter_types);
+    Py_VISIT(st->poll_of_types);
     Py_VISIT(st->c_execute);
     Py_VISIT(st->slow_execute);
     Py_VISIT(st->leave);
@@ -863,6 +901,7 @@ clear(PyObject *module)
     Py_CLEAR(st->slow_callback);
     Py_CLEAR(st->handover);
     Py_CLEAR(st->own_waiter_types);
+    Py_CLEAR(st->poll_of_types);
     Py_CLEAR(st->c_execute);
     Py_CLEAR(st->slow_execute);
     Py_CLEAR(st->leave);

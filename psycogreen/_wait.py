@@ -522,11 +522,14 @@ def _accel_handover(conn: Any, waiter: Waiter, handover: tuple[int, int, Optiona
         del exc  # the exception's traceback holds this frame
 
 
-def installed_callback() -> Callable[[Any], None]:
-    """What ``patch()`` registers with psycopg2: :func:`wait_callback`, or with the C accelerator
-    its C entry (the same checks, then the C poll loop; every other case calls
-    :func:`wait_callback`)."""
-    return _c_callback or wait_callback
+def installed_callback(waiter: Optional[Waiter] = None) -> Callable[[Any], None]:
+    """What ``patch()`` registers with psycopg2 for ``waiter``: with the C accelerator and a waiter
+    that has a C poll loop (gevent, eventlet), the C entry (the same checks, then the C poll loop;
+    every other case calls :func:`wait_callback`); else :func:`wait_callback` itself, which costs a
+    waiter without a C loop (threads) nothing more than before."""
+    if _c_callback is not None and getattr(waiter, "accel_poll", None) is not None:
+        return _c_callback
+    return wait_callback
 
 
 def is_ours(callback: Any) -> bool:

@@ -58,7 +58,7 @@ def test_accelerated_and_pure_paths_agree(run_script: Callable[..., Any], framew
             "active": True,
             "poll_in_c": in_c,
             "execute_in_c": True,
-            "callback_in_c": True,
+            "callback_in_c": in_c,  # threads keep the Python callback: no C loop to run
             "callback_ours": True,
         }
     _check(accelerated, framework)
