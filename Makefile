@@ -38,4 +38,4 @@ compat: $(STAMP)
 	$(PY) -m compat.run $(COMPAT_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache psycogreen/_speedups*.so
