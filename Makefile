@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo lint bench venv clean compat
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py psycogreen/_speedups.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -46,4 +46,4 @@ compat: $(STAMP)
 	$(PY) -m compat.run $(COMPAT_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache psycogreen/_speedups*.so

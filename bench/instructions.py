@@ -53,6 +53,7 @@ class Workload(NamedTuple):
 _Q = (200, (200, 2200))
 _OUT = (2000, (2000, 52000))
 _IN = (10000, (10000, 510000))
+_WIDE = (500, (500, 10500))
 
 WORKLOADS: list[Workload] = [
     Workload("point", "psycopg2-blocking", "psycopg2, blocking (no wait callback)", _Q[0], _Q[1]),
@@ -63,6 +64,8 @@ WORKLOADS: list[Workload] = [
     Workload("point", "psycogreen2-threads", "psycogreen 2, threads", _Q[0], _Q[1]),
     Workload("copy-out", "psycopg2-blocking", "COPY OUT, psycopg2 blocking", _OUT[0], _OUT[1]),
     Workload("copy-out", "psycogreen2-gevent", "COPY OUT, psycogreen 2 gevent", _OUT[0], _OUT[1]),
+    Workload("copy-out-wide", "psycopg2-blocking", "COPY OUT wide rows, psycopg2 blocking", *_WIDE),
+    Workload("copy-out-wide", "psycogreen2-gevent", "COPY OUT wide rows, psycogreen 2 gevent", *_WIDE),
     Workload("copy-in", "psycopg2-blocking", "COPY IN, psycopg2 blocking", _IN[0], _IN[1]),
     Workload("copy-in", "psycogreen2-gevent", "COPY IN, psycogreen 2 gevent", _IN[0], _IN[1]),
     Workload("aio", "psycogreen.aio-asyncio", "psycogreen.aio, asyncio", _Q[0], _Q[1]),
@@ -90,7 +93,7 @@ def default_workloads() -> list[Workload]:
     out = list(WORKLOADS)
     if has_speedups():
         for w in WORKLOADS:
-            if w.system == "psycogreen2-gevent" and w.kind in ("point", "copy-out"):
+            if w.system == "psycogreen2-gevent" and w.kind in ("point", "copy-out", "copy-out-wide"):
                 out.append(w._replace(variant="pure", label=w.label + ", pure Python"))
     return out
 
@@ -293,13 +296,26 @@ def ratios(results: dict[str, Any]) -> list[tuple[str, Optional[float], str]]:
             target = "<= 1.00x" if variant else "<= 0.60x"
         name = f"{fw}{', pure Python' if variant else ''}"
         out.append((f"{name}: (psycogreen 2 - blocking) / (psycogreen 1.0.2 - blocking)", r, target))
-    for kind, variant in (("copy-out", ""), ("copy-out", "+pure"), ("copy-in", "")):
+    copies = [(k, v) for k in ("copy-out", "copy-out-wide") for v in ("", "+pure")] + [("copy-in", "")]
+    targets = {
+        "copy-out": ">= 1.0x",
+        "copy-out+pure": ">= 0.4x",
+        "copy-out-wide": ">= 0.9x",
+        "copy-out-wide+pure": "",
+        "copy-in": ">= 0.9x",
+    }
+    for kind, variant in copies:
         if variant and not pure:
             continue
         ours, base = f(f"{kind}:psycogreen2-gevent{variant}"), f(f"{kind}:psycopg2-blocking")
+        if ours is None and base is None:
+            continue
         r = base / ours if ours and base else None
-        name = kind.upper().replace("-", " ") + (", pure Python" if variant else "")
-        out.append((f"{name} narrow rows: blocking / psycogreen 2 (instructions per row)", r, ""))
+        wide = kind.endswith("-wide")
+        name = kind.removesuffix("-wide").upper().replace("-", " ") + (", pure Python" if variant else "")
+        rows = "wide rows (~2 KB)" if wide else "narrow rows"
+        line = f"{name} {rows}: blocking / psycogreen 2 (instructions per row)"
+        out.append((line, r, targets[kind + variant]))
     for loop in ("asyncio", "uvloop"):
         ours, theirs = f(f"aio:psycogreen.aio-{loop}"), f(f"aio:aiopg-{loop}")
         r = ours / theirs if ours and theirs else None
@@ -321,6 +337,9 @@ def render(results: dict[str, Any]) -> str:
     lines += _table(results, ("point",), "instructions / query")
     lines += ["", "COPY of narrow rows (~38 bytes), per row:", ""]
     lines += _table(results, ("copy-out", "copy-in"), "instructions / row")
+    if any(k.startswith("copy-out-wide:") for k in results.get("labels", {})):
+        lines += ["", "COPY OUT of wide rows (~2 KB), per row:", ""]
+        lines += _table(results, ("copy-out-wide",), "instructions / row")
     lines += ["", "psycogreen.aio vs aiopg, one task, per query:", ""]
     lines += _table(results, ("aio",), "instructions / query")
     lines += ["", "| ratio (instructions) | value | target (issue 13) |", "|---|---:|---|"]

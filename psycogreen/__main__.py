@@ -129,7 +129,7 @@ def _callback_name(cb: Any) -> str:
         return "none (psycopg2 blocks inside libpq)"
     from psycogreen import _wait
 
-    if cb is _wait.wait_callback:
+    if _wait.is_ours(cb):
         return "psycogreen"
     return f"{getattr(cb, '__module__', '?')}.{getattr(cb, '__qualname__', repr(cb))} (not psycogreen's)"
 
@@ -160,6 +160,7 @@ def _process(report: Report) -> None:
     report.line("wait callback", _callback_name(callback))
     cancel, nonblocking = _cancel_path(waiter_name)
     report.line("cancel path", cancel)
+    _accelerator(report)
     _cooperation(report, monkey, active, callback)
     _process_warnings(report, nonblocking, eventlet_mp)
 
@@ -211,6 +212,14 @@ def _process_warnings(report: Report, nonblocking: bool, eventlet_mp: bool) -> N
         )
     if "eventlet" in sys.modules or eventlet_mp:
         report.flag(WARN, "eventlet is deprecated upstream (bugfix-only); prefer gevent or psycogreen.aio")
+
+
+def _accelerator(report: Report) -> None:
+    """Which implementation of the hot paths runs (the optional C accelerator, issue 13); the
+    sentence says why when it is pure Python (disabled by the environment, or not built)."""
+    from psycogreen import _accel
+
+    report.line("hot paths", _accel.reason)
 
 
 def _server(report: Report, dsn: str) -> None:

@@ -62,6 +62,13 @@ class GreenConnectionMixin(ext.connection, GreenState):
 
     __slots__ = ()
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # The guard state's slots have no class default: set them before anything can read them
+        # (in __new__, not __init__: the C ReplicationConnection's init skips Python overrides).
+        self = super().__new__(cls, *args, **kwargs)
+        _guard.init_state(self)
+        return self
+
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         factory = kwargs.get("cursor_factory") or self.cursor_factory
         named = bool(args[0] if args else kwargs.get("name"))
@@ -187,6 +194,24 @@ class GreenCursorMixin(ext.cursor):
 
 _cursor_execute = ext.cursor.execute
 
+#: The pure-Python ``execute`` above: the reference, and where the C version sends every case but
+#: the common one.
+execute_python = GreenCursorMixin.__dict__["execute"]
+
+
+def _accelerate_execute() -> None:
+    """With the C accelerator, ``cursor.execute`` runs the same fast path in C (see ``_accel``)."""
+    from . import _accel
+
+    if _accel.speedups is None:
+        return
+    # psycopg2's own execute (not the module global, which tests may replace for a while).
+    _accel.speedups.setup_guard(ext.cursor.execute, execute_python, _guard.leave)
+    setattr(GreenCursorMixin, "execute", _accel.speedups.execute_method)  # noqa: B010 - mypy: a method
+
+
+_accelerate_execute()
+
 
 _install_guards(GreenCursorMixin, ("executemany", "callproc"))
 
@@ -222,7 +247,10 @@ def green_connection_class(base: Any) -> Any:
     klass = _conn_classes.get(base)
     if klass is None:
         bases = (GreenConnectionMixin,) if base is ext.connection else (base, GreenConnectionMixin)
-        klass = type(base.__name__, bases, {"__module__": base.__module__})
+        # The guard state in slots (faster on every call than the instance dict); a ``__dict__``
+        # too where the base has none, so attributes set by applications (Django, pools) still work.
+        slots = _guard.SLOTS + (() if base.__dictoffset__ else ("__dict__",))
+        klass = type(base.__name__, bases, {"__module__": base.__module__, "__slots__": slots})
         klass.__doc__ = base.__doc__
         _conn_classes[base] = klass
     return klass

@@ -175,6 +175,12 @@ def connecting(deadline: Optional[float], target: str) -> Iterator[None]:
         _connecting.reset(token)
 
 
+def context_vars() -> tuple[ContextVar[Optional[ConnectDeadline]], ContextVar[Optional[tuple[float, float]]]]:
+    """The connect and ``timeout()`` ContextVars, for the C accelerator's wait callback only (it
+    reads them with ``PyContextVar_Get``, as :data:`connect_deadline` and :data:`current` do)."""
+    return _connecting, _op_deadline
+
+
 def grace_end() -> float:
     """When a cancel starting now must have been confirmed (the one place the grace is applied)."""
     return time.monotonic() + _cancel_grace

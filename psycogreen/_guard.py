@@ -67,8 +67,9 @@ HOW_SHUT_DOWN = (
 class GreenState:
     """The guard state's defaults, as class attributes of every psycogreen connection class.
 
-    No ``__slots__`` entries, so it adds nothing to the C layout of ``ext.connection`` subclasses
-    (the values live in the instance ``__dict__`` once written). ``isinstance(conn, GreenState)``
+    No ``__slots__`` entries, so it adds nothing to the C layout of ``ext.connection`` subclasses;
+    the concrete classes psycogreen creates add the slots (:data:`SLOTS`), other subclasses keep
+    the values in the instance ``__dict__`` once written. ``isinstance(conn, GreenState)``
     is what "is this a psycogreen connection" means: :func:`is_green`.
     """
 
@@ -81,6 +82,20 @@ class GreenState:
     _pg_closing: Any = None
     _pg_close_how: str = HOW_CANCELLED
     _pg_close_who: str = "?"
+
+
+#: The guard state's attributes. The concrete connection classes keep them in ``__slots__`` (see
+#: ``_connection.green_connection_class``): reading and writing a slot is cheaper than the instance
+#: ``__dict__`` on every guarded call. Slots have no class default, so :func:`init_state` sets them
+#: all when the connection is created.
+SLOTS = ("_pg_owner", "_pg_depth", "_pg_pending", "_pg_closing", "_pg_close_how", "_pg_close_who")
+
+
+def init_state(conn: Any) -> None:
+    """Give a new connection the defaults of :class:`GreenState` (before it connects: the wait
+    callback reads them while connecting)."""
+    for name in SLOTS:
+        setattr(conn, name, getattr(GreenState, name))
 
 
 def is_green(conn: Any) -> bool:

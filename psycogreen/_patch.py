@@ -2,7 +2,8 @@
 
 Patching does three things, all undone by ``unpatch()``:
 
-1. registers :func:`psycogreen._wait.wait_callback` with ``psycopg2.extensions.set_wait_callback``;
+1. registers :func:`psycogreen._wait.wait_callback` (or its C twin, see ``_wait.installed_callback``)
+   with ``psycopg2.extensions.set_wait_callback``;
 2. replaces ``psycopg2._connect`` (what ``psycopg2.connect`` calls) so connections honour the connect
    deadline, resolve host names cooperatively and are of psycogreen's connection classes;
 3. records the framework, so pools and the asyncio bridge wait the same way.
@@ -222,6 +223,8 @@ class _AutoWaiter:
 def _resolve(auto: _AutoWaiter) -> Optional[Waiter]:
     """``socket.socket`` changed: if gevent/eventlet monkey-patched, switch to its waiter for good."""
     global _active, _auto, _chosen
+    from . import _wait
+
     switched = unpatched = False
     with _lock:
         name = detect()
@@ -233,6 +236,8 @@ def _resolve(auto: _AutoWaiter) -> Optional[Waiter]:
         unpatched = _active is None and psycopg2.extensions.get_wait_callback() is None
         if _chosen is auto:
             _chosen = waiter
+            if _wait.is_ours(psycopg2.extensions.get_wait_callback()):
+                psycopg2.extensions.set_wait_callback(_wait.installed_callback(waiter))
             if _auto:
                 _active, _auto, switched = name, False, True
     if switched:
@@ -260,7 +265,7 @@ def patch(framework: Optional[str] = None) -> str:
             return name  # same choice, or a detected "threads" over an explicit one: keep it
         waiter: Waiter = _AutoWaiter() if provisional else waiter_for(name)
         _chosen = waiter
-        psycopg2.extensions.set_wait_callback(_wait.wait_callback)
+        psycopg2.extensions.set_wait_callback(_wait.installed_callback(waiter))
         if _original_connect is None:
             from . import _connect
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 import psycopg2
 
-from . import _deadline, _guard, _libpq
+from . import _deadline, _guard, _libpq, _patch
 from ._core import READ, RV, WRITE, PQGen
 from ._core.generators import cancel_handle, cancel_nonblocking, poll_conn, poll_conn_after, send_cancel
 from ._patch import current_waiter
@@ -439,6 +439,14 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
     if _deadline.current() is not None:
         drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
         return
+    accel = getattr(waiter, "accel_poll", None)
+    if accel is not None:
+        # The same loop in C (psycogreen._speedups, see psycogreen._accel): None when done, else the
+        # state reached, handed over exactly as the Python loop hands it over.
+        handover = accel(conn)
+        if handover is not None:
+            _accel_handover(conn, waiter, handover)
+        return
     # The hot path (every query, no deadline): the trivial poll loop of poll_conn(), inlined, because
     # creating, resuming and finishing a generator plus drive()'s bookkeeping cost a measurable part
     # of the client CPU per query (see docs/benchmarks.md). Everything else (an unexpected poll
@@ -463,12 +471,51 @@ def wait_callback(conn: Any, waiter: Optional[Waiter] = None) -> None:
     except BaseException as exc:  # noqa: BLE001 - an interrupt: drive() semantics from here on
         if not events or (isinstance(exc, psycopg2.Error) and not _is_timeout(exc)):
             raise
-        gen = poll_conn_after(conn, fd, events)
-        next(gen)
-        keep = _guard.inside(conn)
-        _interrupted(gen, conn, exc, waiter, None, None, keep, True, fd, events, False)
+        _hand_over(conn, waiter, fd, events, exc)
         return
     drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
+
+
+def _accel_handover(conn: Any, waiter: Waiter, handover: tuple[int, int, Optional[BaseException]]) -> None:
+    """Continue from where the C poll loop stopped: ``(fd, events, None)`` after an unexpected poll
+    state (drive a poll generator, as the Python loop's ``break`` does), ``(fd, events, exc)``
+    after an interrupt while waiting (:func:`_hand_over`)."""
+    fd, events, exc = handover
+    del handover
+    if exc is None:
+        drive(poll_conn(conn), conn, keep=_guard.inside(conn), waiter=waiter, in_callback=True)
+        return
+    try:
+        _hand_over(conn, waiter, fd, events, exc)
+    finally:
+        del exc  # the exception's traceback holds this frame
+
+
+def installed_callback(waiter: Optional[Waiter] = None) -> Callable[[Any], None]:
+    """What ``patch()`` registers with psycopg2 for ``waiter``: with the C accelerator and a waiter
+    that has a C poll loop (gevent, eventlet), the C entry (the same checks, then the C poll loop;
+    every other case calls :func:`wait_callback`); else :func:`wait_callback` itself, which costs a
+    waiter without a C loop (threads) nothing more than before."""
+    if _c_callback is not None and getattr(waiter, "accel_poll", None) is not None:
+        return _c_callback
+    return wait_callback
+
+
+def is_ours(callback: Any) -> bool:
+    """Whether ``callback`` is one of psycogreen's wait callbacks."""
+    return callback is not None and (callback is wait_callback or callback is _c_callback)
+
+
+def _hand_over(conn: Any, waiter: Waiter, fd: int, events: int, exc: BaseException) -> None:
+    """An interrupt stopped the hot poll loop (Python's or C's) waiting for ``events`` on ``fd``:
+    continue as :func:`drive` would from there (cancel, drain, park or raise)."""
+    gen = poll_conn_after(conn, fd, events)
+    next(gen)
+    keep = _guard.inside(conn)
+    try:
+        _interrupted(gen, conn, exc, waiter, None, None, keep, True, fd, events, False)
+    finally:
+        del exc
 
 
 _POLL_OK = psycopg2.extensions.POLL_OK
@@ -576,3 +623,20 @@ def _adopt(waiter: Waiter, fd: int, known: Optional[tuple[int, object]]) -> tupl
             waiter.forget_fd(known[0])  # libpq closed the previous attempt's socket
     waiter.forget_fd(fd)
     return (fd, ident)
+
+
+def _accelerate_callback() -> Optional[Callable[[Any], None]]:
+    """The C accelerator's wait callback, set up with what it reads (see ``_speedups.c``)."""
+    from . import _accel
+
+    if _accel.speedups is None:
+        return None
+    connecting, deadline = _deadline.context_vars()
+    # The chosen waiter is read from where _patch keeps it (the module's ``_chosen``).
+    _accel.speedups.setup_callback(
+        connecting, deadline, _STATUS_SETUP, _patch, wait_callback, _accel_handover
+    )
+    return _accel.speedups.wait_callback  # type: ignore[no-any-return]
+
+
+_c_callback: Optional[Callable[[Any], None]] = _accelerate_callback()

@@ -123,6 +123,8 @@ def _instr_results(repeat: int = 2) -> dict[str, Any]:
         "point:psycogreen2-threads": 33_000.0,
         "copy-out:psycopg2-blocking": 1_900.0,
         "copy-out:psycogreen2-gevent": 9_500.0,
+        "copy-out-wide:psycopg2-blocking": 3_000.0,
+        "copy-out-wide:psycogreen2-gevent": 3_750.0,
         "copy-in:psycopg2-blocking": 85.0,
         "copy-in:psycogreen2-gevent": 100.0,
         "aio:psycogreen.aio-asyncio": 80_000.0,
@@ -165,6 +167,8 @@ def test_instructions_render() -> None:
     assert "| gevent: (psycogreen 2 - blocking) / (psycogreen 1.0.2 - blocking) | 1.25x |" in text
     assert "| eventlet: (psycogreen 2 - blocking) / (psycogreen 1.0.2 - blocking) | 0.92x |" in text
     assert "| COPY OUT narrow rows: blocking / psycogreen 2 (instructions per row) | 0.20x |" in text
+    wide = "| COPY OUT wide rows (~2 KB): blocking / psycogreen 2 (instructions per row) | 0.80x | >= 0.9x |"
+    assert wide in text
     assert "| psycogreen.aio / aiopg instructions per query, uvloop | 1.10x | <= 1.15x |" in text
     # A failed workload shows its error and the ratios that need it say n/a, without crashing.
     results["runs"]["point:psycogreen1-gevent"] = [{"error": "venv unavailable"}, {"per": 1.0}]

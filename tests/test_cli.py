@@ -24,6 +24,16 @@ def test_doctor_reports_libpq_and_frameworks() -> None:
     assert "Eventlet is deprecated" not in out + proc.stderr  # versions are read without importing
 
 
+def test_doctor_says_which_hot_path_runs_and_why() -> None:
+    from psycogreen import _accel
+
+    pure = _run("doctor", env={_accel.ENV: "1"})
+    assert f"hot paths       pure Python: disabled by {_accel.ENV}=1" in pure.stdout, pure.stdout
+    default = _run("doctor", env={_accel.ENV: ""})
+    expected = "C accelerator (_speedups" if _accel.built() else "pure Python: the C accelerator is not built"
+    assert f"hot paths       {expected}" in default.stdout, default.stdout
+
+
 def test_doctor_checks_the_server_and_masks_the_password(dsn: str) -> None:
     # The test server trusts loopback, so the password is sent nowhere; it must not be printed.
     proc = _run("doctor", "--dsn", f"{dsn} password=s3cret-pw")

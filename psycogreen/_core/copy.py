@@ -432,6 +432,7 @@ def _copy_out(ptr: int, control: Any, outcome: CopyOutcome, cancel_on_error: boo
     while suspended, so they are checked after each yield.
     """
     get = _getline
+    getlines = _getlines
     byref = ctypes.byref
     consume = _libpq.lib.PQconsumeInput
     room, batch = ROOM, BATCH  # locals: the per-row path reads them
@@ -443,11 +444,18 @@ def _copy_out(ptr: int, control: Any, outcome: CopyOutcome, cancel_on_error: boo
     next_turn = _monotonic() + TURN
     reply: Any = None
     while True:
-        n = get(cptr, byref(buf, pos), room)
-        if 0 < n < room:  # a whole row: the per-row path, keep it short
-            pos += n
-            if pos < batch:
-                continue
+        if getlines is not None:
+            # The C accelerator runs the per-row loop below (every buffered row that fits, in one
+            # call) and leaves the last PQgetlineAsync result to the branches that follow.
+            pos, n = getlines(ptr, ctypes.addressof(buf), pos, room, batch)
+        else:
+            n = get(cptr, byref(buf, pos), room)
+            if 0 < n < room:  # a whole row: the per-row path, keep it short
+                pos += n
+                if pos < batch:
+                    continue
+        if 0 < n < room:
+            pass  # a whole row filled the batch: handed over below
         elif n > 0:  # a row longer than the room: read the rest of it
             reply, buf, pos = yield from _long_row(cptr, buf, pos, n)
             if reply is not None:
@@ -559,6 +567,17 @@ def _abort_copy_out(
 #: ``PQgetlineAsync`` for the per-row loop (see :func:`psycogreen._libpq.hot_function`): it never
 #: blocks, it only copies a buffered row.
 _getline: Any = _libpq.hot_function("PQgetlineAsync", ctypes.c_int)
+
+
+def _accel_getlines() -> Any:
+    """``psycogreen._speedups.getlines``: the per-row loop of :func:`_copy_out` in C (every row
+    libpq has buffered, in one call); None when the accelerator is off (see ``psycogreen._accel``)."""
+    from .. import _accel
+
+    return None if _accel.speedups is None else _accel.speedups.getlines
+
+
+_getlines: Any = _accel_getlines()
 
 
 def discard_copy_data(ptr: int) -> PQGen[None]:

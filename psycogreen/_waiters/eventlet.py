@@ -21,8 +21,23 @@ from . import _parking
 T = TypeVar("T")
 
 
+def _accel_poll() -> Optional[Callable[[Any], Any]]:
+    """The wait callback's poll loop in C with this waiter's wait (None: pure Python)."""
+    from eventlet.hubs import hub as _hub
+
+    from .. import _accel
+
+    if _accel.speedups is None:
+        return None
+    _accel.speedups.setup_eventlet(get_hub, _hub.READ, _hub.WRITE)
+    return _accel.speedups.eventlet_poll  # type: ignore[no-any-return]
+
+
 class EventletWaiter:
     name = "eventlet"
+    #: ``psycogreen._speedups.eventlet_poll``: the poll loop of ``_wait.wait_callback`` with
+    #: :meth:`wait_fd` without a timeout, in C; None when the accelerator is off (see ``_accel``).
+    accel_poll: Optional[Callable[[Any], Any]] = _accel_poll()
 
     def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
         hub = get_hub()

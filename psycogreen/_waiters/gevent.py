@@ -40,8 +40,24 @@ def _new_watcher(hub: Any, fd: int, events: int) -> Any:
     return watcher
 
 
+def _accel_poll() -> Optional[Callable[[Any], Any]]:
+    """The wait callback's poll loop in C with this waiter's hot path (None: pure Python)."""
+    from .. import _accel
+
+    if _accel.speedups is None:
+        return None
+    import greenlet
+
+    _accel.speedups.setup_gevent(get_hub, _new_watcher, greenlet.greenlet.switch)
+    return _accel.speedups.gevent_poll  # type: ignore[no-any-return]
+
+
 class GeventWaiter:
     name = "gevent"
+    #: ``psycogreen._speedups.gevent_poll``: the poll loop of ``_wait.wait_callback`` with the hot
+    #: path of :meth:`wait_fd` below, in C; None when the accelerator is off (see ``_accel``).
+    #: (A C function stored on a class is not bound to instances: no staticmethod needed.)
+    accel_poll: Optional[Callable[[Any], Any]] = _accel_poll()
 
     def wait_fd(self, fd: int, events: int, timeout: Optional[float] = None, shield: bool = False) -> int:
         hub = get_hub()

@@ -10,9 +10,10 @@ from typing import Any, Callable, Optional
 import greenlet
 import psycopg2
 import psycopg2.extensions as ext
+import psycopg2.extras as extras
 import pytest
 
-from psycogreen import _connection, _guard
+from psycogreen import _accel, _connection, _guard
 from psycogreen.errors import ConcurrentUseError, QueryTimeout
 
 
@@ -94,7 +95,20 @@ def _general(cur: Any, query: Any, vars: Any = None) -> None:
         _connection._cursor_execute(cur, query, vars)
 
 
-_fast = _connection.GreenCursorMixin.__dict__["execute"]
+_fast = _connection.execute_python
+
+
+def _fast_paths() -> list[Any]:
+    """The pure-Python fast path, and the C one when the accelerator is active."""
+    paths = [pytest.param("python", id="python")]
+    paths.append(
+        pytest.param(
+            "c",
+            id="c",
+            marks=pytest.mark.skipif(not _accel.active(), reason=_accel.reason),
+        )
+    )
+    return paths
 
 
 def _behaviours() -> dict[str, Callable[[Any], None]]:
@@ -157,13 +171,53 @@ def _outcome(
     return err, state
 
 
+@pytest.mark.parametrize("path", _fast_paths())
 @pytest.mark.parametrize("start", list(_start_states()))
 @pytest.mark.parametrize("behaviour", list(_behaviours()))
 def test_execute_fast_path_agrees_with_general_path(
-    start: str, behaviour: str, monkeypatch: pytest.MonkeyPatch
+    path: str, start: str, behaviour: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     do = _behaviours()[behaviour]
-    monkeypatch.setattr(_connection, "_cursor_execute", lambda cur, q, v: do(cur.connection))
-    fast = _outcome(_fast, _start_states()[start], do)
+
+    def fake_execute(cur: Any, q: Any, v: Any) -> None:
+        do(cur.connection)
+
+    monkeypatch.setattr(_connection, "_cursor_execute", fake_execute)
+    fast: Any = _fast
+    if path == "c":
+        assert _accel.speedups is not None
+        fast = _accel.speedups.execute
+        _accel.speedups.setup_guard(fake_execute, _fast, _guard.leave)
+    try:
+        got = _outcome(fast, _start_states()[start], do)
+    finally:
+        if path == "c":
+            _connection._accelerate_execute()  # back to psycopg2's own execute
     general = _outcome(_general, _start_states()[start], do)
-    assert fast == general
+    assert got == general
+
+
+def test_c_execute_is_installed_when_the_accelerator_is_active() -> None:
+    installed = _connection.GreenCursorMixin.__dict__["execute"]
+    if _accel.active():
+        assert _accel.speedups is not None and installed is _accel.speedups.execute_method
+    else:
+        assert installed is _connection.execute_python
+
+
+# -- the guard state in __slots__ on psycogreen's concrete connection classes ---------------------
+
+
+@pytest.mark.parametrize(
+    "base",
+    [ext.connection, extras.DictConnection, extras.LoggingConnection, extras.LogicalReplicationConnection],
+    ids=lambda b: b.__name__,
+)
+def test_concrete_connection_classes_keep_the_guard_state_in_slots(base: type) -> None:
+    klass = _connection.green_connection_class(base)
+    assert set(_guard.SLOTS) <= set(klass.__dict__)
+    conn = klass.__new__(klass, "dbname=unused")  # created, never connected
+    defaults = {name: getattr(_guard.GreenState, name) for name in _guard.SLOTS}
+    assert {name: getattr(conn, name) for name in _guard.SLOTS} == defaults
+    conn.set_by_an_application = 1  # a __dict__ too, as before (Django, pools set attributes)
+    assert conn.set_by_an_application == 1 and _guard.is_green(conn)
