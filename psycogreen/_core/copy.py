@@ -422,18 +422,13 @@ BUFFER = BATCH + ROOM
 
 
 def _copy_out(ptr: int, control: Any, outcome: CopyOutcome, cancel_on_error: bool = True) -> CopyGen[None]:
-    """COPY TO STDOUT: the hot loop is one ``PQgetlineAsync`` per row, straight into a buffer that
-    holds the batch (no per-row object, free or copy); batches are handed over as ``bytes``.
-
-    ``PQgetlineAsync`` returns a row's length, 0 when no complete row is buffered, -1 at the end
-    of the copy (protocol 3 sends no ``\\.`` marker) and, when the room offered is smaller than the
-    row, the part that fits (see :func:`_long_row`). Every buffered row is taken before waiting,
-    and libpq is asked once to read the socket before waiting for it. Interrupts only arrive
-    while suspended, so they are checked after each yield.
-    """
-    get = _getline
-    getlines = _getlines
-    byref = ctypes.byref
+    """COPY TO STDOUT: the hot loop is one ``PQgetlineAsync`` per row (all buffered rows in one
+    call with the C accelerator), straight into a buffer that holds the batch (no per-row object,
+    free or copy); batches are handed over as ``bytes``. ``PQgetlineAsync`` returns a row's length,
+    0 when no complete row is buffered, -1 at the end of the copy (protocol 3 sends no ``\\.``) and,
+    when the room offered is smaller than the row, the part that fits (see :func:`_long_row`).
+    Interrupts only arrive while suspended, so they are checked after each wait."""
+    get, getlines, byref = _getline, _getlines, ctypes.byref
     consume = _libpq.lib.PQconsumeInput
     room, batch = ROOM, BATCH  # locals: the per-row path reads them
     cptr = _libpq.hot_pointer(ptr)
@@ -445,8 +440,8 @@ def _copy_out(ptr: int, control: Any, outcome: CopyOutcome, cancel_on_error: boo
     reply: Any = None
     while True:
         if getlines is not None:
-            # The C accelerator runs the per-row loop below (every buffered row that fits, in one
-            # call) and leaves the last PQgetlineAsync result to the branches that follow.
+            # C: every buffered row that fits, in one call; the last PQgetlineAsync result is left
+            # to the branches below, as the Python loop leaves it.
             pos, n = getlines(ptr, ctypes.addressof(buf), pos, room, batch)
         else:
             n = get(cptr, byref(buf, pos), room)
@@ -454,9 +449,7 @@ def _copy_out(ptr: int, control: Any, outcome: CopyOutcome, cancel_on_error: boo
                 pos += n
                 if pos < batch:
                     continue
-        if 0 < n < room:
-            pass  # a whole row filled the batch: handed over below
-        elif n > 0:  # a row longer than the room: read the rest of it
+        if n >= room:  # a row longer than the room: read the rest of it
             reply, buf, pos = yield from _long_row(cptr, buf, pos, n)
             if reply is not None:
                 break
@@ -471,34 +464,52 @@ def _copy_out(ptr: int, control: Any, outcome: CopyOutcome, cancel_on_error: boo
                 if reply is not None:
                     break
                 pos = 0
-            yield fd, READ  # nothing new since libpq last read: wait for the socket
-            next_turn = _monotonic() + TURN
-            if control is not None and control.interrupt is not None:
+            if (yield from _read_socket(ptr, fd, control)):
                 break  # the driver has cancelled the statement
-            if not consume(ptr):
-                raise psycopg2.OperationalError(_libpq.error_message(ptr))
+            next_turn = _monotonic() + TURN
             idle_pos = pos
             continue
-        else:  # -1: the end of the copy (or of the connection: the results say which)
-            if pos:
-                reply = yield buf[:pos]
-                if reply is not None:
-                    _file_failed(outcome, reply)
-            return  # a last write that failed after the server sent everything: nothing to stop
+        elif n < 0:  # the end of the copy (or of the connection: the results say which)
+            yield from _last_batch(buf, pos, outcome)
+            return
         # A batch is full (or a long row was read): hand it over.
         reply = yield buf[:pos]
         if reply is not None:
             break
         pos = 0
         if _monotonic() >= next_turn:
-            # A fast server keeps libpq's buffer full: give the hub a turn now and then (waiting
-            # for writability returns at once; waiting for reads could wait forever for data
-            # that is already buffered).
-            yield fd, WRITE
-            next_turn = _monotonic() + TURN
-            if control is not None and control.interrupt is not None:
+            if (yield from _hub_turn(fd, control)):
                 break
+            next_turn = _monotonic() + TURN
     yield from _abort_copy_out(ptr, control, outcome, reply, cancel_on_error)
+
+
+def _read_socket(ptr: int, fd: int, control: Any) -> CopyGen[bool]:
+    """Nothing new since libpq last read: wait for the socket, then have libpq read it. True when
+    the driver cancelled the statement meanwhile."""
+    yield fd, READ
+    if control is not None and control.interrupt is not None:
+        return True
+    if not _libpq.lib.PQconsumeInput(ptr):
+        raise psycopg2.OperationalError(_libpq.error_message(ptr))
+    return False
+
+
+def _hub_turn(fd: int, control: Any) -> CopyGen[bool]:
+    """A fast server keeps libpq's buffer full: give the hub a turn now and then (waiting for
+    writability returns at once; waiting for reads could wait forever for data already buffered).
+    True when the driver cancelled the statement meanwhile."""
+    yield fd, WRITE
+    return control is not None and control.interrupt is not None
+
+
+def _last_batch(buf: Any, pos: int, outcome: CopyOutcome) -> CopyGen[None]:
+    """The copy ended: hand over the rows left. A last write that fails after the server sent
+    everything has nothing to stop: it is only recorded."""
+    if pos:
+        reply = yield buf[:pos]
+        if reply is not None:
+            _file_failed(outcome, reply)
 
 
 def _long_row(cptr: Any, buf: Any, pos: int, n: int) -> CopyGen[tuple[Any, Any, int]]:

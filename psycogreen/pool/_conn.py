@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import operator
 import os
 import random
 import select
@@ -13,7 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 from types import BuiltinFunctionType
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import psycopg2
 import psycopg2.extensions as ext
@@ -60,16 +61,11 @@ class Meta:
         self.poller = idle_poller(conn)
 
 
-def settings_of(conn: Any) -> tuple[Any, ...]:
-    """The psycopg2-side session settings a borrower can change, read without a round trip."""
-    return (
-        conn.autocommit,
-        conn.isolation_level,
-        conn.readonly,
-        conn.deferrable,
-        conn.encoding,
-        conn.cursor_factory,
-    )
+#: The psycopg2-side session settings a borrower can change, read without a round trip, as a
+#: tuple (``settings_of(conn)``). An ``attrgetter``: one C call, as it runs on every return.
+settings_of: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(
+    "autocommit", "isolation_level", "readonly", "deferrable", "encoding", "cursor_factory"
+)
 
 
 def _norm_encoding(name: Optional[str]) -> str:
@@ -86,18 +82,10 @@ def encoding_agrees(conn: Any) -> bool:
 
 def returned_clean(conn: Any, meta: Meta) -> bool:
     """Came back exactly as configured (the common case): nothing to roll back or restore.
-    (:func:`settings_of` and :func:`encoding_agrees` written out: this runs on every return.)"""
+    (The encoding's usual case is compared inline: this runs on every return.)"""
     return (
         conn.get_transaction_status() == IDLE
-        and (
-            conn.autocommit,
-            conn.isolation_level,
-            conn.readonly,
-            conn.deferrable,
-            conn.encoding,
-            conn.cursor_factory,
-        )
-        == meta.settings
+        and settings_of(conn) == meta.settings
         and not conn.notifies
         and not conn.notices
         and (conn.get_parameter_status("client_encoding") == conn.encoding or encoding_agrees(conn))
