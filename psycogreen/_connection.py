@@ -32,6 +32,7 @@ import psycopg2._psycopg as _psycopg
 import psycopg2.extensions as ext
 
 from . import _guard, _patch
+from ._classes import derived
 from ._guard import GreenState, in_use_by_other, stop_other_user, using
 from ._guard import getcurrent as _getcurrent
 
@@ -244,16 +245,11 @@ def green_connection_class(base: Any) -> Any:
         return base  # a plain factory callable: used as given
     if issubclass(base, GreenConnectionMixin):
         return base
-    klass = _conn_classes.get(base)
-    if klass is None:
-        bases = (GreenConnectionMixin,) if base is ext.connection else (base, GreenConnectionMixin)
-        # The guard state in slots (faster on every call than the instance dict); a ``__dict__``
-        # too where the base has none, so attributes set by applications (Django, pools) still work.
-        slots = _guard.SLOTS + (() if base.__dictoffset__ else ("__dict__",))
-        klass = type(base.__name__, bases, {"__module__": base.__module__, "__slots__": slots})
-        klass.__doc__ = base.__doc__
-        _conn_classes[base] = klass
-    return klass
+    bases = (GreenConnectionMixin,) if base is ext.connection else (base, GreenConnectionMixin)
+    # The guard state in slots (faster on every call than the instance dict); a ``__dict__`` too
+    # where the base has none, so attributes set by applications (Django, pools) still work.
+    slots = _guard.SLOTS + (() if base.__dictoffset__ else ("__dict__",))
+    return derived(_conn_classes, base, base, bases, slots)
 
 
 def green_cursor_class(base: Any, named: bool = False) -> Any:
@@ -263,20 +259,17 @@ def green_cursor_class(base: Any, named: bool = False) -> Any:
     mixin = GreenNamedCursorMixin if named else GreenCursorMixin
     if issubclass(base, mixin):
         return base
-    key = (base, named)
-    klass = _cursor_classes.get(key)
-    if klass is None:
-        bases = (mixin,) if base is ext.cursor else (base, mixin)
-        if issubclass(base, _psycopg.ReplicationCursor):
-            # Its streaming methods are C methods of that class: override them from the front.
-            # (Imported here, not at the top: most processes never load replication.)
-            from .replication import GreenReplicationMixin
+    klass = _cursor_classes.get((base, named))
+    if klass is not None:
+        return klass
+    bases = (mixin,) if base is ext.cursor else (base, mixin)
+    if issubclass(base, _psycopg.ReplicationCursor):
+        # Its streaming methods are C methods of that class: override them from the front.
+        # (Imported here, not at the top: most processes never load replication.)
+        from .replication import GreenReplicationMixin
 
-            bases = (GreenReplicationMixin, *bases)
-        klass = type(base.__name__, bases, {"__module__": base.__module__})
-        klass.__doc__ = base.__doc__
-        _cursor_classes[key] = klass
-    return klass
+        bases = (GreenReplicationMixin, *bases)
+    return derived(_cursor_classes, (base, named), base, bases)
 
 
 # -- COPY and large objects: psycopg2 refuses them in green mode; psycogreen.copy/lobject do them ----
