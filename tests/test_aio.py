@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import socket
 import time
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import anyio
 import psycopg2
@@ -25,12 +25,6 @@ import psycogreen.aio as aio
 from psycogreen import _guard, errors
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def _unpatched() -> Iterator[None]:
-    yield
-    psycogreen.unpatch()
 
 
 @pytest.fixture

@@ -23,24 +23,12 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions as ext
 import pytest
+from copy_files import Lines
 from sidebyside import unpatched
 
 import psycogreen.aio as aio
 
 DIAG_FIELDS = [a for a in dir(ext.Diagnostics) if not a.startswith("_")]
-
-
-class Lines:
-    """``n`` good lines, then whatever ``bad`` returns (or raises) on the next read."""
-
-    def __init__(self, n: int, bad: Callable[[], Any]) -> None:
-        self.n, self.i, self.bad = n, 0, bad
-
-    def read(self, size: int = -1) -> Any:
-        self.i += 1
-        if self.i > self.n:
-            return self.bad()
-        return f"{self.i}\n"
 
 
 class Boom(Exception):

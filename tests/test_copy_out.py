@@ -13,11 +13,10 @@ never touching a file.
 
 from __future__ import annotations
 
-import importlib.util
 import select
-from pathlib import Path
 from typing import Any, Callable
 
+import copy_out_cases as cases
 import psycopg2
 import pytest
 
@@ -26,28 +25,11 @@ from psycogreen import _libpq
 from psycogreen._core import READ, WRITE
 from psycogreen._core.copy import BATCH, BUFFER, NEED_DATA, ROOM, CopyOutcome, copy
 
-_spec = importlib.util.spec_from_file_location(
-    "copy_out_cases", Path(__file__).parent / "scripts" / "copy_out_cases.py"
-)
-assert _spec is not None and _spec.loader is not None
-cases: Any = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cases)
-
 
 def blocking_summaries(dsn: str) -> list[Any]:
     conn = psycopg2.connect(dsn)
     try:
-        conn.autocommit = True
-        cur = conn.cursor()
-        for stmt in cases.SETUP:
-            cur.execute(stmt)
-        res = []
-        for name, encoding, sql, kind in cases.CASES:
-            conn.set_client_encoding(encoding)
-            rec = cases.make_file(kind)
-            cur.copy_expert(sql, rec)
-            res.append(cases.summary(name, rec, cur.rowcount, "binary" in sql))
-        return res
+        return cases.run_all(conn)
     finally:
         conn.close()
 

@@ -19,12 +19,6 @@ from psycogreen.pool import ConnectionPool as SyncPool
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(autouse=True)
-def _unpatched() -> Iterator[None]:
-    yield
-    psycogreen.unpatch()
-
-
 @pytest.fixture
 def tables(dsn: str) -> Iterator[tuple[str, str]]:
     mon = psycopg2.connect(dsn)

@@ -8,25 +8,13 @@ the green errors' ``__cause__`` and the hub's worst stall during the green runs;
 from __future__ import annotations
 
 import io
-from typing import Any, Callable
+from typing import Any
 
 import kit
 import psycopg2
+from copy_files import Lines
 
 import psycogreen
-
-
-class Lines:
-    """``n`` good lines, then whatever ``bad`` returns (or raises) on the next read."""
-
-    def __init__(self, n: int, bad: Callable[[], Any]) -> None:
-        self.n, self.i, self.bad = n, 0, bad
-
-    def read(self, size: int = -1) -> Any:
-        self.i += 1
-        if self.i > self.n:
-            return self.bad()
-        return f"{self.i}\n"
 
 
 def boom() -> Any:

@@ -88,3 +88,18 @@ def summary(name: str, rec: Recorder, rowcount: int, binary: bool) -> list[Any]:
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     split: Optional[int] = None if binary else rec.split_rows
     return [name, len(raw), hashlib.sha256(raw).hexdigest(), rowcount, split]
+
+
+def run_all(conn: Any) -> list[Any]:
+    """Every case on ``conn`` (sync: blocking or green), as the list of summaries compared."""
+    conn.autocommit = True
+    cur = conn.cursor()
+    for stmt in SETUP:
+        cur.execute(stmt)
+    res: list[Any] = []
+    for name, encoding, sql, kind in CASES:
+        conn.set_client_encoding(encoding)
+        rec = make_file(kind)
+        cur.copy_expert(sql, rec)
+        res.append(summary(name, rec, cur.rowcount, "binary" in sql))
+    return res

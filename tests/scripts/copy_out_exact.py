@@ -7,38 +7,21 @@ the number of ``write()`` calls the green side made for the big cases, and the h
 
 from __future__ import annotations
 
-from typing import Any
-
 import copy_out_cases as cases
 import kit
 import psycopg2
 
 import psycogreen
 
-
-def run_all(conn: Any) -> list[Any]:
-    conn.autocommit = True
-    cur = conn.cursor()
-    for stmt in cases.SETUP:
-        cur.execute(stmt)
-    res: list[Any] = []
-    for name, encoding, sql, kind in cases.CASES:
-        conn.set_client_encoding(encoding)
-        rec = cases.make_file(kind)
-        cur.copy_expert(sql, rec)
-        res.append(cases.summary(name, rec, cur.rowcount, "binary" in sql))
-    return res
-
-
 psycogreen.unpatch()
 blocking = psycopg2.connect(kit.DSN)
-expected = run_all(blocking)
+expected = cases.run_all(blocking)
 blocking.close()
 psycogreen.patch(kit.FRAMEWORK)
 
 ticker = kit.Ticker() if kit.FRAMEWORK != "threads" else None
 green = psycopg2.connect(kit.DSN)
-got = kit.result(kit.spawn(run_all, green))
+got = kit.result(kit.spawn(cases.run_all, green))
 green.close()
 gap = ticker.stop() if ticker else 0.0
 kit.emit(expected=expected, got=got, max_gap=gap)
